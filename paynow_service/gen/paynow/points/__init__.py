@@ -1,0 +1,1 @@
+# Generated package marker. DO NOT EDIT.
