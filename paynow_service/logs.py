@@ -1,0 +1,74 @@
+"""Structured logs: one JSON object per line on stdout, in Cloud Logging's shape (SPEC 5b).
+
+`severity` is top level so Cloud Logging lifts it into the entry. Fields passed with
+`extra={"fields": {...}}` are merged in. Anything that looks like a PayNow secret or a
+bearer token is redacted from the whole line, whatever field it hides in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+# PayNow secrets look like "pn-" + 32 hex; bearer tokens and JWTs never belong in a log.
+_SECRET_PATTERNS = (
+    re.compile(r"pn-[0-9a-fA-F]{32}"),
+    re.compile(r"(?i)bearer\s+[A-Za-z0-9._~+/=-]+"),
+    re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
+)
+REDACTED = "[REDACTED]"
+
+_SEVERITY = {
+    logging.DEBUG: "DEBUG",
+    logging.INFO: "INFO",
+    logging.WARNING: "WARNING",
+    logging.ERROR: "ERROR",
+    logging.CRITICAL: "CRITICAL",
+}
+
+
+def redact(text: str) -> str:
+    """Remove secrets and tokens from any text."""
+    for pattern in _SECRET_PATTERNS:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+class JsonFormatter(logging.Formatter):
+    """Formats a record as one Cloud Logging JSON line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "severity": _SEVERITY.get(record.levelno, "DEFAULT"),
+            "message": record.getMessage(),
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
+            "logger": record.name,
+        }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry.update({k: v for k, v in fields.items() if v is not None})
+        if record.exc_info and record.exc_info[0] is not None:
+            entry["error_class"] = entry.get("error_class") or record.exc_info[0].__name__
+            entry["stack_trace"] = self.formatException(record.exc_info)
+        return redact(json.dumps(entry, default=str, separators=(",", ":")))
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """Route every logger to stdout as JSON lines (idempotent)."""
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The Google clients and servers are chatty at INFO; their warnings still come through.
+    for noisy in ("google", "grpc", "urllib3", "uvicorn.access", "httpx"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
+
+
+def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
+    """Log `message` with structured fields (component, event_id, ...)."""
+    logger.log(level, message, extra={"fields": fields})
