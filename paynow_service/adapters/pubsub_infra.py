@@ -21,6 +21,9 @@ from google.pubsub_v1 import types
 from paynow_service.config import Settings
 
 DAY = 24 * 3600
+# The emulator still enforces Pub/Sub's old 7-day ceiling on subscription retention
+# (GCP allows 31 days): there the DLQ subscription keeps 7 days instead of 14.
+EMULATOR_MAX_SUBSCRIPTION_RETENTION_S = 7 * DAY
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,7 @@ class Change:
 class Topology:
     topics: list[TopicSpec] = field(default_factory=list)
     subscriptions: list[SubscriptionSpec] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 def desired_topology(settings: Settings, overrides: InfraOverrides | None = None) -> Topology:
@@ -91,16 +95,22 @@ def desired_topology(settings: Settings, overrides: InfraOverrides | None = None
         push_service_account=settings.push_service_account if o.push_endpoint else "",
         push_audience=(settings.push_audience or (o.push_endpoint or "")) if o.push_endpoint else "",
     )
+    notes: list[str] = []
+    dlq_retention_s = 14 * DAY
+    if settings.pubsub_emulator_host:
+        dlq_retention_s = EMULATOR_MAX_SUBSCRIPTION_RETENTION_S
+        notes.append("emulator: DLQ subscription retention capped at 7 d (its ceiling); 14 d on GCP")
     dlq = SubscriptionSpec(
         subscription_id=settings.pubsub_dlq_subscription,
         topic_id=settings.pubsub_dlq_topic,
         ack_deadline_s=60,
-        retention_s=14 * DAY,
+        retention_s=dlq_retention_s,
         ordering=False,
     )
     return Topology(
         topics=[TopicSpec(settings.pubsub_topic, 7 * DAY), TopicSpec(settings.pubsub_dlq_topic, 14 * DAY)],
         subscriptions=[main, dlq],
+        notes=notes,
     )
 
 

@@ -1,0 +1,151 @@
+"""The `paynow-service` command line (SPEC section 7).
+
+Settings are read and validated before anything else, so a bad variable stops every
+command with one line naming it. Each command is a thin shim over a module that does
+the work; heavy imports happen inside the command that needs them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+from paynow_service.config import ConfigError, Settings
+from paynow_service.logs import configure_logging
+
+EXIT_USAGE = 2
+
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.http_app import run
+
+    return run(settings)
+
+
+def _cmd_grpc(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.grpc_server import run
+
+    return run(settings)
+
+
+def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.pull_worker import run
+
+    return run(settings)
+
+
+def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.dev import run
+
+    return run(settings, http_port=args.port, grpc_port=args.grpc_port)
+
+
+def _cmd_infra(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.infra_cli import run
+
+    return run(settings, args)
+
+
+def _cmd_send_test_webhook(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.test_webhook import run_cli
+
+    return run_cli(settings, args)
+
+
+def _cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.dlq_cli import run
+
+    return run(settings, args)
+
+
+def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.sweep_cli import run
+
+    return run(settings, args)
+
+
+def _cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
+    from paynow_service.entrypoints.loadtest_cli import run
+
+    return run(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="paynow-service",
+        description="PayNow webhooks to wallet points. Configuration is read from the environment "
+        "(see the README's table).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Callable[[Settings, argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_, description=help_)
+        p.set_defaults(handler=handler)
+        return p
+
+    add("serve", _cmd_serve, "HTTP app on PORT (routes per HTTP_ROUTES)")
+    add("grpc", _cmd_grpc, "gRPC PointsService, health and reflection on GRPC_PORT")
+    add("worker", _cmd_worker, "streaming-pull worker on PUBSUB_SUBSCRIPTION")
+    dev = add("dev", _cmd_dev, "the whole stack on this machine: emulators, infra, HTTP, gRPC, worker")
+    dev.add_argument("--port", type=int, default=None, help="HTTP port (default: PORT)")
+    dev.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: GRPC_PORT)")
+
+    infra = add("infra", _cmd_infra, "create or show the Pub/Sub topics and subscriptions")
+    infra.add_argument("action", choices=["apply", "plan"])
+    infra.add_argument("--push-endpoint", help="make the main subscription push to this URL (default: pull)")
+    infra.add_argument("--ack-deadline", type=int, help="override the 600 s ack deadline (tests)")
+    infra.add_argument("--min-backoff", type=int, help="override the 10 s minimum retry backoff (tests)")
+    infra.add_argument("--max-backoff", type=int, help="override the 600 s maximum retry backoff (tests)")
+
+    dlq = add("dlq", _cmd_dlq, "inspect and re-drive dead letters")
+    dlq.add_argument("action", choices=["list", "replay", "purge"])
+    dlq.add_argument("--json", action="store_true", help="list: one JSON object per dead letter")
+    dlq.add_argument("--event-id", action="append", default=[], help="replay: this event (repeatable)")
+    dlq.add_argument("--all", action="store_true", help="replay: every dead letter")
+    dlq.add_argument("--dry-run", action="store_true", help="replay: show what would be re-published")
+    dlq.add_argument("--yes", action="store_true", help="purge: do not ask")
+    dlq.add_argument("--max", type=int, default=1000, help="at most this many messages (default 1000)")
+
+    sweep = add("sweep", _cmd_sweep, "re-publish events stranded in `queued`")
+    sweep.add_argument("--dry-run", action="store_true")
+    sweep.add_argument("--limit", type=int, default=500)
+
+    test = add("send-test-webhook", _cmd_send_test_webhook, "sign and send a realistic PayNow event to a URL")
+    test.add_argument("--url", default=None, help="webhook URL (default http://127.0.0.1:PORT/api/paynow/webhook)")
+    test.add_argument("--type", default="ON_ORDER_COMPLETED", dest="event_type", help="PayNow event type")
+    test.add_argument("--uid", default="demo-user", help="our user id, sent as checkout metadata uid")
+    test.add_argument("--product-id", default="411486491630370816", help="PayNow product id")
+    test.add_argument("--order-id", default=None, help="order id (refunds and chargebacks refer to one)")
+    test.add_argument("--quantity", type=int, default=1)
+
+    load = add("loadtest", _cmd_loadtest, "the load tool of bench/load.py")
+    load.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the load tool")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ConfigError as err:
+        print(f"paynow-service: configuration error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    configure_logging(settings.log_level)
+    try:
+        return int(args.handler(settings, args))
+    except ConfigError as err:
+        print(f"paynow-service: configuration error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+    except ModuleNotFoundError as err:
+        if err.name and err.name.startswith("paynow_service.entrypoints."):
+            print(f"paynow-service {args.command}: not yet available", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
