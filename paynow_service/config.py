@@ -90,7 +90,9 @@ def _resource_id(name: str, raw: str) -> str:
     value = raw.strip()
     # Pub/Sub ids: 3-255 characters, starting with a letter.
     if len(value) < 3 or not value[0].isalpha() or not all(c.isalnum() or c in "-_.~+%" for c in value):
-        raise ConfigError(f"{name}={raw!r} is not a Pub/Sub id: 3+ characters, a letter first, [A-Za-z0-9-_.~+%]")
+        raise ConfigError(
+            f"{name}={raw!r} is not a Pub/Sub id: 3+ characters, a letter first, [A-Za-z0-9-_.~+%]"
+        )
     return value
 
 
@@ -136,63 +138,204 @@ def _url(name: str, raw: str) -> str:
 _ALL = "all"
 _SERVERS = "serve, dev"
 VARIABLES: tuple[Variable, ...] = (
-    Variable("WEBHOOK_MODE", "sync", "sync | queue", _SERVERS, _choice("sync", "queue"), "webhook_mode"),
+    Variable("WEBHOOK_MODE", "sync", "sync / queue", _SERVERS, _choice("sync", "queue"), "webhook_mode"),
     Variable("WEBHOOK_QUEUE_PERCENT", "100", "0..100", _SERVERS, _int(0, 100), "webhook_queue_percent"),
     Variable("PORT", "8080", "1..65535", _SERVERS, _int(1, 65535), "port"),
     Variable("GRPC_PORT", "50051", "1..65535", "grpc, dev", _int(1, 65535), "grpc_port"),
-    Variable("HTTP_ROUTES", ",".join(ALL_ROUTES), "comma list of " + ", ".join(ALL_ROUTES), _SERVERS,
-             _routes, "http_routes"),
-    Variable("PAYNOW_WEBHOOK_SECRETS", "", "comma list of PayNow webhook secrets", "serve, dev, send-test-webhook",
-             _list, "paynow_webhook_secrets"),
-    Variable("PAYNOW_TIMESTAMP_TOLERANCE_S", "300", "1..86400", _SERVERS, _int(1, 86400),
-             "paynow_timestamp_tolerance_s"),
-    Variable("PAYNOW_STORE_ID", "", "a PayNow store id, or empty for any", _SERVERS, _text, "paynow_store_id"),
-    Variable("PAYNOW_MAX_BODY_BYTES", "262144", "1024..10485760", _SERVERS, _int(1024, 10 * 1024 * 1024),
-             "paynow_max_body_bytes"),
-    Variable("GOOGLE_CLOUD_PROJECT", "paynow-local", "a Google Cloud project id", _ALL, _text,
-             "google_cloud_project"),
-    Variable("PUBSUB_EMULATOR_HOST", "", "host:port of the Pub/Sub emulator, or empty for GCP", _ALL,
-             _host_port, "pubsub_emulator_host"),
-    Variable("FIRESTORE_EMULATOR_HOST", "", "host:port of the Firestore emulator, or empty for GCP", _ALL,
-             _host_port, "firestore_emulator_host"),
+    Variable(
+        "HTTP_ROUTES",
+        ",".join(ALL_ROUTES),
+        "comma list of " + ", ".join(ALL_ROUTES),
+        _SERVERS,
+        _routes,
+        "http_routes",
+    ),
+    Variable(
+        "PAYNOW_WEBHOOK_SECRETS",
+        "",
+        "comma list of PayNow webhook secrets",
+        "serve, dev, send-test-webhook",
+        _list,
+        "paynow_webhook_secrets",
+    ),
+    Variable(
+        "PAYNOW_TIMESTAMP_TOLERANCE_S",
+        "300",
+        "1..86400",
+        _SERVERS,
+        _int(1, 86400),
+        "paynow_timestamp_tolerance_s",
+    ),
+    Variable(
+        "PAYNOW_STORE_ID", "", "a PayNow store id, or empty for any", _SERVERS, _text, "paynow_store_id"
+    ),
+    Variable(
+        "PAYNOW_MAX_BODY_BYTES",
+        "262144",
+        "1024..10485760",
+        _SERVERS,
+        _int(1024, 10 * 1024 * 1024),
+        "paynow_max_body_bytes",
+    ),
+    Variable(
+        "GOOGLE_CLOUD_PROJECT",
+        "paynow-local",
+        "a Google Cloud project id",
+        _ALL,
+        _text,
+        "google_cloud_project",
+    ),
+    Variable(
+        "PUBSUB_EMULATOR_HOST",
+        "",
+        "host:port of the Pub/Sub emulator, or empty for GCP",
+        _ALL,
+        _host_port,
+        "pubsub_emulator_host",
+    ),
+    Variable(
+        "FIRESTORE_EMULATOR_HOST",
+        "",
+        "host:port of the Firestore emulator, or empty for GCP",
+        _ALL,
+        _host_port,
+        "firestore_emulator_host",
+    ),
     Variable("PUBSUB_TOPIC", "paynow-events", "a Pub/Sub topic id", _ALL, _resource_id, "pubsub_topic"),
-    Variable("PUBSUB_DLQ_TOPIC", "paynow-events-dlq", "a Pub/Sub topic id", _ALL, _resource_id,
-             "pubsub_dlq_topic"),
-    Variable("PUBSUB_SUBSCRIPTION", "paynow-events-sub", "a Pub/Sub subscription id", _ALL, _resource_id,
-             "pubsub_subscription"),
-    Variable("PUBSUB_DLQ_SUBSCRIPTION", "paynow-events-dlq-sub", "a Pub/Sub subscription id", _ALL,
-             _resource_id, "pubsub_dlq_subscription"),
-    Variable("PUBLISH_TIMEOUT_S", "2", "0.1..60 (bounded wait for a publish)", _SERVERS + ", sweep, dlq",
-             _float(0.1, 60), "publish_timeout_s"),
-    Variable("PUBLISH_BATCH_LATENCY_S", "0.001", "0..1 (publisher batch max latency)", _SERVERS,
-             _float(0, 1), "publish_batch_latency_s"),
+    Variable(
+        "PUBSUB_DLQ_TOPIC", "paynow-events-dlq", "a Pub/Sub topic id", _ALL, _resource_id, "pubsub_dlq_topic"
+    ),
+    Variable(
+        "PUBSUB_SUBSCRIPTION",
+        "paynow-events-sub",
+        "a Pub/Sub subscription id",
+        _ALL,
+        _resource_id,
+        "pubsub_subscription",
+    ),
+    Variable(
+        "PUBSUB_DLQ_SUBSCRIPTION",
+        "paynow-events-dlq-sub",
+        "a Pub/Sub subscription id",
+        _ALL,
+        _resource_id,
+        "pubsub_dlq_subscription",
+    ),
+    Variable(
+        "PUBLISH_TIMEOUT_S",
+        "2",
+        "0.1..60 (bounded wait for a publish)",
+        _SERVERS + ", sweep, dlq",
+        _float(0.1, 60),
+        "publish_timeout_s",
+    ),
+    Variable(
+        "PUBLISH_BATCH_LATENCY_S",
+        "0.001",
+        "0..1 (publisher batch max latency)",
+        _SERVERS,
+        _float(0, 1),
+        "publish_batch_latency_s",
+    ),
     Variable("PUBLISH_LEASE_S", "30", "1..3600", _SERVERS + ", sweep", _int(1, 3600), "publish_lease_s"),
     Variable("WEBHOOK_EVENT_TTL_DAYS", "30", "1..3650", _SERVERS, _int(1, 3650), "webhook_event_ttl_days"),
-    Variable("MAX_DELIVERY_ATTEMPTS", "5", "5..100 (Pub/Sub's dead-letter range)", "serve, worker, infra, dev",
-             _int(5, 100), "max_delivery_attempts"),
-    Variable("FIRESTORE_TIMEOUT_S", "10", "0.5..120 (deadline of each Firestore call)", _ALL, _float(0.5, 120),
-             "firestore_timeout_s"),
-    Variable("ALLOW_NEGATIVE_BALANCE", "true", "true | false", "serve, worker, grpc, dev", _bool,
-             "allow_negative_balance"),
-    Variable("PUSH_AUTH", "enabled", "enabled | disabled (disabled only with PUBSUB_EMULATOR_HOST)", _SERVERS,
-             _choice("enabled", "disabled"), "push_auth"),
+    Variable(
+        "MAX_DELIVERY_ATTEMPTS",
+        "5",
+        "5..100 (Pub/Sub's dead-letter range)",
+        "serve, worker, infra, dev",
+        _int(5, 100),
+        "max_delivery_attempts",
+    ),
+    Variable(
+        "FIRESTORE_TIMEOUT_S",
+        "10",
+        "0.5..120 (deadline of each Firestore call)",
+        _ALL,
+        _float(0.5, 120),
+        "firestore_timeout_s",
+    ),
+    Variable(
+        "ALLOW_NEGATIVE_BALANCE",
+        "true",
+        "true / false",
+        "serve, worker, grpc, dev",
+        _bool,
+        "allow_negative_balance",
+    ),
+    Variable(
+        "PUSH_AUTH",
+        "enabled",
+        "enabled / disabled (disabled only with PUBSUB_EMULATOR_HOST)",
+        _SERVERS,
+        _choice("enabled", "disabled"),
+        "push_auth",
+    ),
     Variable("PUSH_AUDIENCE", "", "the push subscription's OIDC audience", _SERVERS, _text, "push_audience"),
-    Variable("PUSH_SERVICE_ACCOUNT", "", "email of the push subscription's service account", _SERVERS, _text,
-             "push_service_account"),
-    Variable("PUSH_CERTS_URL", GOOGLE_CERTS_URL, "URL of Google's OIDC signing certs", _SERVERS, _url,
-             "push_certs_url"),
-    Variable("POINTS_AUTH", "enabled", "enabled | disabled (disabled only with FIRESTORE_EMULATOR_HOST)",
-             "serve, grpc, dev", _choice("enabled", "disabled"), "points_auth"),
-    Variable("POINTS_AUDIENCE", "", "the ID-token audience PointsService expects", "serve, grpc, dev", _text,
-             "points_audience"),
-    Variable("POINTS_ALLOWED_CALLERS", "", "comma list of caller emails", "serve, grpc, dev", _list,
-             "points_allowed_callers"),
-    Variable("POINTS_CERTS_URL", GOOGLE_CERTS_URL, "URL of Google's OIDC signing certs", "serve, grpc, dev", _url,
-             "points_certs_url"),
-    Variable("PRODUCT_CATALOG", "", "path of the TOML product catalog", "serve, worker, dev", _optional_path,
-             "product_catalog"),
-    Variable("LOG_LEVEL", "INFO", "DEBUG | INFO | WARNING | ERROR", _ALL,
-             lambda n, r: _choice("debug", "info", "warning", "error")(n, r).upper(), "log_level"),
+    Variable(
+        "PUSH_SERVICE_ACCOUNT",
+        "",
+        "email of the push subscription's service account",
+        _SERVERS,
+        _text,
+        "push_service_account",
+    ),
+    Variable(
+        "PUSH_CERTS_URL",
+        GOOGLE_CERTS_URL,
+        "URL of Google's OIDC signing certs",
+        _SERVERS,
+        _url,
+        "push_certs_url",
+    ),
+    Variable(
+        "POINTS_AUTH",
+        "enabled",
+        "enabled / disabled (disabled only with FIRESTORE_EMULATOR_HOST)",
+        "serve, grpc, dev",
+        _choice("enabled", "disabled"),
+        "points_auth",
+    ),
+    Variable(
+        "POINTS_AUDIENCE",
+        "",
+        "the ID-token audience PointsService expects",
+        "serve, grpc, dev",
+        _text,
+        "points_audience",
+    ),
+    Variable(
+        "POINTS_ALLOWED_CALLERS",
+        "",
+        "comma list of caller emails",
+        "serve, grpc, dev",
+        _list,
+        "points_allowed_callers",
+    ),
+    Variable(
+        "POINTS_CERTS_URL",
+        GOOGLE_CERTS_URL,
+        "URL of Google's OIDC signing certs",
+        "serve, grpc, dev",
+        _url,
+        "points_certs_url",
+    ),
+    Variable(
+        "PRODUCT_CATALOG",
+        "",
+        "path of the TOML product catalog",
+        "serve, worker, dev",
+        _optional_path,
+        "product_catalog",
+    ),
+    Variable(
+        "LOG_LEVEL",
+        "INFO",
+        "DEBUG / INFO / WARNING / ERROR",
+        _ALL,
+        lambda n, r: _choice("debug", "info", "warning", "error")(n, r).upper(),
+        "log_level",
+    ),
 )
 
 
@@ -248,7 +391,9 @@ class Settings:
 
     def _check_combinations(self) -> None:
         if self.push_auth == "disabled" and not self.pubsub_emulator_host:
-            raise ConfigError("PUSH_AUTH=disabled is allowed only with PUBSUB_EMULATOR_HOST set (local emulator)")
+            raise ConfigError(
+                "PUSH_AUTH=disabled is allowed only with PUBSUB_EMULATOR_HOST set (local emulator)"
+            )
         if self.points_auth == "disabled" and not self.firestore_emulator_host:
             raise ConfigError(
                 "POINTS_AUTH=disabled is allowed only with FIRESTORE_EMULATOR_HOST set (local emulator)"

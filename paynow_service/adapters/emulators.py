@@ -150,8 +150,13 @@ def launch_emulator(
         cmd = ["java", "-jar", str(pubsub_jar), f"--host={HOST}", f"--port={port}"]
     elif name == "firestore":
         cmd = [
-            "java", "-cp", str(firestore_jar), "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
-            "start", f"--host={HOST}", f"--port={port}",
+            "java",
+            "-cp",
+            str(firestore_jar),
+            "com.google.cloud.datastore.emulator.firestore.CloudFirestore",
+            "start",
+            f"--host={HOST}",
+            f"--port={port}",
         ]
     else:
         raise EmulatorError(f"unknown emulator {name!r}")
@@ -160,8 +165,12 @@ def launch_emulator(
     log_path = log_dir / f"{name}.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=_die_with_parent,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
     return Emulator(name=name, port=port, process=process, log_path=log_path, project=project)
 
@@ -172,13 +181,16 @@ def wait_ready(emulator: Emulator, timeout: float = 90) -> Emulator:
     while time.monotonic() < deadline:
         if emulator.process.poll() is not None:
             raise EmulatorError(
-                f"the {emulator.name} emulator exited with {emulator.process.returncode}; see {emulator.log_path}"
+                f"the {emulator.name} emulator exited with {emulator.process.returncode};"
+                f" see {emulator.log_path}"
             )
         if _probe(emulator.name, emulator.host_port, emulator.project):
             return emulator
         time.sleep(0.25)
     emulator.stop()
-    raise EmulatorError(f"the {emulator.name} emulator was not ready after {timeout:.0f} s; see {emulator.log_path}")
+    raise EmulatorError(
+        f"the {emulator.name} emulator was not ready after {timeout:.0f} s; see {emulator.log_path}"
+    )
 
 
 @dataclass

@@ -9,12 +9,13 @@ is reported and left alone, never deleted and recreated (that would drop its bac
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 from google.api_core import exceptions as gexc
-from google.cloud import pubsub_v1
+from google.cloud.pubsub_v1 import PublisherClient, SubscriberClient
 from google.protobuf import duration_pb2, field_mask_pb2
 from google.pubsub_v1 import types
 
@@ -132,8 +133,8 @@ class PubSubInfra:
 
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
-        self._publisher = pubsub_v1.PublisherClient()
-        self._subscriber = pubsub_v1.SubscriberClient()
+        self._publisher = PublisherClient()
+        self._subscriber = SubscriberClient()
 
     def close(self) -> None:
         self._subscriber.close()
@@ -147,13 +148,17 @@ class PubSubInfra:
 
     def get_subscription(self, subscription_id: str) -> types.Subscription | None:
         try:
-            return self._subscriber.get_subscription(subscription=self._subscription_path(subscription_id))
+            sub: types.Subscription = self._subscriber.get_subscription(
+                subscription=self._subscription_path(subscription_id)
+            )
+            return sub
         except gexc.NotFound:
             return None
 
     def _get_topic(self, topic_id: str) -> types.Topic | None:
         try:
-            return self._publisher.get_topic(topic=self._topic_path(topic_id))
+            topic: types.Topic = self._publisher.get_topic(topic=self._topic_path(topic_id))
+            return topic
         except gexc.NotFound:
             return None
 
@@ -167,7 +172,9 @@ class PubSubInfra:
                 changes.append(Change(name, "create", (f"retention {topic.retention_s // DAY} d",)))
             elif _seconds(existing.message_retention_duration) != topic.retention_s:
                 have = _seconds(existing.message_retention_duration)
-                changes.append(Change(name, "update", (f"message_retention_duration {have}s -> {topic.retention_s}s",)))
+                changes.append(
+                    Change(name, "update", (f"message_retention_duration {have}s -> {topic.retention_s}s",))
+                )
         for spec in topology.subscriptions:
             existing_sub = self.get_subscription(spec.subscription_id)
             name = f"subscription {spec.subscription_id}"
@@ -175,17 +182,28 @@ class PubSubInfra:
                 changes.append(Change(name, "create", _describe_spec(spec)))
                 continue
             if bool(existing_sub.enable_message_ordering) != spec.ordering:
-                changes.append(Change(name, "blocked", (
-                    f"enable_message_ordering is {existing_sub.enable_message_ordering}, should be {spec.ordering};"
-                    " it cannot change after creation and this tool never recreates a subscription"
-                    " (that would drop its backlog): see docs/runbook.md",
-                )))
+                changes.append(
+                    Change(
+                        name,
+                        "blocked",
+                        (
+                            f"enable_message_ordering is {existing_sub.enable_message_ordering},"
+                            f" should be {spec.ordering};"
+                            " it cannot change after creation and this tool never recreates a subscription"
+                            " (that would drop its backlog): see docs/runbook.md",
+                        ),
+                    )
+                )
             diffs = self._subscription_diffs(spec, existing_sub)
             if diffs:
-                changes.append(Change(name, "update", tuple(f"{p}: {have} -> {want}" for p, have, want in diffs)))
+                changes.append(
+                    Change(name, "update", tuple(f"{p}: {have} -> {want}" for p, have, want in diffs))
+                )
         return changes
 
-    def _subscription_diffs(self, spec: SubscriptionSpec, sub: types.Subscription) -> list[tuple[str, Any, Any]]:
+    def _subscription_diffs(
+        self, spec: SubscriptionSpec, sub: types.Subscription
+    ) -> list[tuple[str, Any, Any]]:
         diffs: list[tuple[str, Any, Any]] = []
 
         def compare(path: str, have: Any, want: Any) -> None:
@@ -197,16 +215,28 @@ class PubSubInfra:
         want_dlq = self._topic_path(spec.dead_letter_topic_id) if spec.dead_letter_topic_id else ""
         compare("dead_letter_policy.dead_letter_topic", sub.dead_letter_policy.dead_letter_topic, want_dlq)
         if spec.dead_letter_topic_id:
-            compare("dead_letter_policy.max_delivery_attempts", sub.dead_letter_policy.max_delivery_attempts,
-                    spec.max_delivery_attempts)
+            compare(
+                "dead_letter_policy.max_delivery_attempts",
+                sub.dead_letter_policy.max_delivery_attempts,
+                spec.max_delivery_attempts,
+            )
         if spec.min_backoff_s is not None:
-            compare("retry_policy.minimum_backoff", _seconds(sub.retry_policy.minimum_backoff), spec.min_backoff_s)
-            compare("retry_policy.maximum_backoff", _seconds(sub.retry_policy.maximum_backoff), spec.max_backoff_s)
+            compare(
+                "retry_policy.minimum_backoff", _seconds(sub.retry_policy.minimum_backoff), spec.min_backoff_s
+            )
+            compare(
+                "retry_policy.maximum_backoff", _seconds(sub.retry_policy.maximum_backoff), spec.max_backoff_s
+            )
         compare("push_config.push_endpoint", sub.push_config.push_endpoint, spec.push_endpoint)
         if spec.push_endpoint and spec.push_service_account:
-            compare("push_config.oidc_token.service_account_email",
-                    sub.push_config.oidc_token.service_account_email, spec.push_service_account)
-            compare("push_config.oidc_token.audience", sub.push_config.oidc_token.audience, spec.push_audience)
+            compare(
+                "push_config.oidc_token.service_account_email",
+                sub.push_config.oidc_token.service_account_email,
+                spec.push_service_account,
+            )
+            compare(
+                "push_config.oidc_token.audience", sub.push_config.oidc_token.audience, spec.push_audience
+            )
         return diffs
 
     # -- applying ----------------------------------------------------------------------------
@@ -224,13 +254,13 @@ class PubSubInfra:
         return changes
 
     def _apply_topic(self, spec: TopicSpec, action: str) -> None:
-        topic = types.Topic(name=self._topic_path(spec.topic_id),
-                            message_retention_duration=_duration(spec.retention_s))
+        topic = types.Topic(
+            name=self._topic_path(spec.topic_id), message_retention_duration=_duration(spec.retention_s)
+        )
         if action == "create":
-            try:
+            # Created concurrently by another apply: the next plan shows any drift.
+            with contextlib.suppress(gexc.AlreadyExists):
                 self._publisher.create_topic(request=topic)
-            except gexc.AlreadyExists:  # created concurrently: the next plan will show any drift
-                pass
         else:
             mask = field_mask_pb2.FieldMask(paths=["message_retention_duration"])
             self._publisher.update_topic(request={"topic": topic, "update_mask": mask})
@@ -266,10 +296,8 @@ class PubSubInfra:
     def _apply_subscription(self, spec: SubscriptionSpec, change: Change) -> None:
         sub = self._subscription_message(spec)
         if change.action == "create":
-            try:
+            with contextlib.suppress(gexc.AlreadyExists):
                 self._subscriber.create_subscription(request=sub)
-            except gexc.AlreadyExists:
-                pass
             return
         paths = sorted({d.split(":")[0].split(".")[0] for d in change.details})
         if "push_config" in paths:
@@ -287,7 +315,9 @@ def _describe_spec(spec: SubscriptionSpec) -> tuple[str, ...]:
         f" ordering {'on' if spec.ordering else 'off'}"
     ]
     if spec.dead_letter_topic_id:
-        lines.append(f"dead letters to {spec.dead_letter_topic_id} after {spec.max_delivery_attempts} attempts")
+        lines.append(
+            f"dead letters to {spec.dead_letter_topic_id} after {spec.max_delivery_attempts} attempts"
+        )
     if spec.min_backoff_s is not None:
         lines.append(f"retry backoff {spec.min_backoff_s}-{spec.max_backoff_s} s")
     lines.append(f"push to {spec.push_endpoint}" if spec.push_endpoint else "pull")

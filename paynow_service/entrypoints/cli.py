@@ -8,6 +8,7 @@ the work; heavy imports happen inside the command that needs them.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from collections.abc import Callable, Sequence
 
@@ -17,58 +18,47 @@ from paynow_service.logs import configure_logging
 EXIT_USAGE = 2
 
 
-def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.http_app import run
+def _entry(module: str, function: str = "run") -> Callable[..., int]:
+    """Import a command's implementation only when that command runs (keeps start-up light)."""
+    loaded = importlib.import_module(f"paynow_service.entrypoints.{module}")
+    impl: Callable[..., int] = getattr(loaded, function)
+    return impl
 
-    return run(settings)
+
+def _cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    return _entry("http_app")(settings)
 
 
 def _cmd_grpc(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.grpc_server import run
-
-    return run(settings)
+    return _entry("grpc_server")(settings)
 
 
 def _cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.pull_worker import run
-
-    return run(settings)
+    return _entry("pull_worker")(settings)
 
 
 def _cmd_dev(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.dev import run
-
-    return run(settings, http_port=args.port, grpc_port=args.grpc_port)
+    return _entry("dev")(settings, http_port=args.port, grpc_port=args.grpc_port)
 
 
 def _cmd_infra(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.infra_cli import run
-
-    return run(settings, args)
+    return _entry("infra_cli")(settings, args)
 
 
 def _cmd_send_test_webhook(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.test_webhook import run_cli
-
-    return run_cli(settings, args)
+    return _entry("test_webhook", "run_cli")(settings, args)
 
 
 def _cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.dlq_cli import run
-
-    return run(settings, args)
+    return _entry("dlq_cli")(settings, args)
 
 
 def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.sweep_cli import run
-
-    return run(settings, args)
+    return _entry("sweep_cli")(settings, args)
 
 
 def _cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
-    from paynow_service.entrypoints.loadtest_cli import run
-
-    return run(settings, args)
+    return _entry("loadtest_cli")(settings, args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def add(name: str, handler: Callable[[Settings, argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[[Settings, argparse.Namespace], int], help_: str
+    ) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_, description=help_)
         p.set_defaults(handler=handler)
         return p
@@ -112,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--limit", type=int, default=500)
 
     test = add("send-test-webhook", _cmd_send_test_webhook, "sign and send a realistic PayNow event to a URL")
-    test.add_argument("--url", default=None, help="webhook URL (default http://127.0.0.1:PORT/api/paynow/webhook)")
+    test.add_argument(
+        "--url", default=None, help="webhook URL (default http://127.0.0.1:PORT/api/paynow/webhook)"
+    )
     test.add_argument("--type", default="ON_ORDER_COMPLETED", dest="event_type", help="PayNow event type")
     test.add_argument("--uid", default="demo-user", help="our user id, sent as checkout metadata uid")
     test.add_argument("--product-id", default="411486491630370816", help="PayNow product id")

@@ -24,7 +24,7 @@ from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology
 from paynow_service.config import Settings
 
-DEV_SECRET = "pn-local-dev-secret"
+DEV_SECRET = "pn-local-dev-secret"  # noqa: S105 (a local-only demo secret, printed on purpose)
 DEV_PRODUCT = "411486491630370816"
 DEV_PLAN = "411486491630370817"
 DEV_CATALOG = f"""# Catalog written by `paynow-service dev` (PRODUCT_CATALOG was not set).
@@ -114,10 +114,13 @@ def run(settings: Settings, *, http_port: int | None = None, grpc_port: int | No
             if importlib.util.find_spec(module) is None:
                 print(f"  {command}: not yet available, not started", flush=True)
                 continue
-            children.append(subprocess.Popen(
-                [sys.executable, "-m", "paynow_service.entrypoints.cli", command], env=env,
-                stdin=subprocess.DEVNULL,
-            ))
+            children.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "paynow_service.entrypoints.cli", command],
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                )
+            )
             started.append(command)
         if not _wait_http(f"http://127.0.0.1:{http_port}/healthz", timeout=60):
             print("The HTTP app did not come up; stopping.", file=sys.stderr)
@@ -126,7 +129,10 @@ def run(settings: Settings, *, http_port: int | None = None, grpc_port: int | No
         while True:
             for child in children:
                 if child.poll() is not None:
-                    print(f"A child process exited with {child.returncode}; stopping the stack.", file=sys.stderr)
+                    print(
+                        f"A child process exited with {child.returncode}; stopping the stack.",
+                        file=sys.stderr,
+                    )
                     return 1
             time.sleep(0.5)
     except _Stop:
@@ -141,7 +147,9 @@ def run(settings: Settings, *, http_port: int | None = None, grpc_port: int | No
         print("Stopped: HTTP, gRPC, worker and both emulators.", flush=True)
 
 
-def _print_banner(env: dict[str, str], http_port: int, grpc_port: int, started: list[str], workdir: Path) -> None:
+def _print_banner(
+    env: dict[str, str], http_port: int, grpc_port: int, started: list[str], workdir: Path
+) -> None:
     base = f"http://127.0.0.1:{http_port}"
     send = (
         f"PAYNOW_WEBHOOK_SECRETS={shlex.quote(env['PAYNOW_WEBHOOK_SECRETS'].split(',')[0])} "

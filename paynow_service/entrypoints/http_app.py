@@ -42,10 +42,16 @@ def create_app(settings: Settings) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        log(logger, logging.INFO, "HTTP app started", component="http", routes=list(settings.http_routes),
-            webhook_mode=settings.webhook_mode)
+        log(
+            logger,
+            logging.INFO,
+            "HTTP app started",
+            component="http",
+            routes=list(settings.http_routes),
+            webhook_mode=settings.webhook_mode,
+        )
         yield
-        db.close()
+        db.close()  # type: ignore[no-untyped-call]
 
     routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
     return Starlette(routes=routes, lifespan=lifespan)
@@ -55,8 +61,13 @@ def run(settings: Settings) -> int:
     """`paynow-service serve`: uvicorn on PORT, draining in-flight requests on SIGTERM."""
     app = create_app(settings)
     config = uvicorn.Config(
-        app, host="0.0.0.0", port=settings.port, log_config=None, access_log=False,
-        timeout_graceful_shutdown=20, lifespan="on",
+        app,
+        host="0.0.0.0",
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=20,
+        lifespan="on",
     )
     uvicorn.Server(config).run()
     return 0

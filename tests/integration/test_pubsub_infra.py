@@ -38,7 +38,9 @@ def test_apply_twice_creates_then_reports_nothing(emulator_settings: Settings) -
     sub = _read_subscription(emulator_settings, emulator_settings.pubsub_subscription)
     assert sub.ack_deadline_seconds == 600
     assert sub.enable_message_ordering is True
-    assert sub.dead_letter_policy.dead_letter_topic == emulator_settings.topic_path(emulator_settings.pubsub_dlq_topic)
+    assert sub.dead_letter_policy.dead_letter_topic == emulator_settings.topic_path(
+        emulator_settings.pubsub_dlq_topic
+    )
     assert sub.dead_letter_policy.max_delivery_attempts == 5
     assert sub.retry_policy.minimum_backoff.total_seconds() == 10
     assert sub.retry_policy.maximum_backoff.total_seconds() == 600
@@ -63,7 +65,10 @@ def test_plan_reports_a_setting_changed_by_hand_and_apply_fixes_it(emulator_sett
                 ack_deadline_seconds=42,
             )
             client.update_subscription(
-                request={"subscription": sub, "update_mask": field_mask_pb2.FieldMask(paths=["ack_deadline_seconds"])}
+                request={
+                    "subscription": sub,
+                    "update_mask": field_mask_pb2.FieldMask(paths=["ack_deadline_seconds"]),
+                }
             )
         finally:
             client.close()
@@ -75,13 +80,20 @@ def test_plan_reports_a_setting_changed_by_hand_and_apply_fixes_it(emulator_sett
         assert infra.plan(topology) == []
     finally:
         infra.close()
-    assert _read_subscription(emulator_settings, emulator_settings.pubsub_subscription).ack_deadline_seconds == 600
+    assert (
+        _read_subscription(emulator_settings, emulator_settings.pubsub_subscription).ack_deadline_seconds
+        == 600
+    )
 
 
 def test_overrides_and_push_endpoint(emulator_settings: Settings) -> None:
     infra = PubSubInfra(emulator_settings)
-    overrides = InfraOverrides(ack_deadline_s=10, min_backoff_s=1, max_backoff_s=2,
-                               push_endpoint="http://127.0.0.1:9/api/tasks/paynow/process")
+    overrides = InfraOverrides(
+        ack_deadline_s=10,
+        min_backoff_s=1,
+        max_backoff_s=2,
+        push_endpoint="http://127.0.0.1:9/api/tasks/paynow/process",
+    )
     try:
         infra.apply(desired_topology(emulator_settings, overrides))
         assert infra.plan(desired_topology(emulator_settings, overrides)) == []
