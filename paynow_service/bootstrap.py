@@ -6,11 +6,89 @@ can pass fakes to the services and the CLI can point everything at the emulators
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
 from google.cloud import firestore
 
-from paynow_service.config import Settings
+from paynow_service.adapters.dead_letters import PubSubDeadLetters
+from paynow_service.adapters.firestore_events import EventRecords, FirestoreProcessor
+from paynow_service.adapters.firestore_ledger import FirestoreLedger
+from paynow_service.adapters.pubsub_publisher import PubSubPublisher
+from paynow_service.config import ConfigError, Settings
+from paynow_service.domain.catalog import Catalog, CatalogError
+from paynow_service.logs import log
+from paynow_service.plugins import get_plugin_manager
+from paynow_service.service.ingest import IngestService
+from paynow_service.service.processing import ProcessingCore
+
+logger = logging.getLogger("paynow_service.bootstrap")
 
 
 def firestore_client(settings: Settings) -> firestore.AsyncClient:
     """The process's Firestore client (the emulator when FIRESTORE_EMULATOR_HOST is set)."""
     return firestore.AsyncClient(project=settings.google_cloud_project)
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    if settings.product_catalog is None:
+        log(
+            logger,
+            logging.WARNING,
+            "PRODUCT_CATALOG is not set: no product grants points",
+            component="bootstrap",
+        )
+        return Catalog()
+    try:
+        return Catalog.from_toml(settings.product_catalog.read_text(encoding="utf-8"))
+    except (OSError, CatalogError) as err:
+        raise ConfigError(f"PRODUCT_CATALOG={settings.product_catalog}: {err}") from None
+
+
+@dataclass
+class Container:
+    """Everything a server process needs, built once."""
+
+    settings: Settings
+    db: firestore.AsyncClient
+    ledger: FirestoreLedger
+    records: EventRecords
+    publisher: PubSubPublisher
+    core: ProcessingCore
+    ingest: IngestService
+
+    def close(self) -> None:
+        self.publisher.close()
+        self.db.close()  # type: ignore[no-untyped-call]
+
+
+def build_container(settings: Settings, extra_plugins: tuple[object, ...] = ()) -> Container:
+    db = firestore_client(settings)
+    ledger = FirestoreLedger(
+        db, allow_negative_balance=settings.allow_negative_balance, timeout_s=settings.firestore_timeout_s
+    )
+    records = EventRecords(
+        db, ttl_days=settings.webhook_event_ttl_days, timeout_s=settings.firestore_timeout_s
+    )
+    publisher = PubSubPublisher(settings)
+    processor = FirestoreProcessor(
+        db, ledger, timeout_s=settings.firestore_timeout_s, ttl_days=settings.webhook_event_ttl_days
+    )
+    plugins = get_plugin_manager(extra_plugins)
+    core = ProcessingCore(
+        processor,
+        PubSubDeadLetters(publisher),
+        records,
+        plugins.hook,
+        load_catalog(settings),
+        max_delivery_attempts=settings.max_delivery_attempts,
+    )
+    ingest = IngestService(
+        records,
+        publisher,
+        core,
+        mode=settings.webhook_mode,
+        queue_percent=settings.webhook_queue_percent,
+        lease_s=settings.publish_lease_s,
+    )
+    return Container(settings, db, ledger, records, publisher, core, ingest)

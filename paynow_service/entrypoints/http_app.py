@@ -9,36 +9,46 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from paynow_service import bootstrap
 from paynow_service.config import Settings
 from paynow_service.logs import log
 
 logger = logging.getLogger("paynow_service.http")
+ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 
 
-def create_app(settings: Settings) -> Starlette:
-    db = bootstrap.firestore_client(settings)
+def create_app(settings: Settings, container: bootstrap.Container | None = None) -> Starlette:
+    """The app for these settings; `container` lets tests pass adapters built their own way."""
+    if "webhook" in settings.http_routes:
+        settings.require("PAYNOW_WEBHOOK_SECRETS")
+    if "push" in settings.http_routes and settings.push_auth == "enabled":
+        settings.require("PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT")
+    if "points" in settings.http_routes and settings.points_auth == "enabled":
+        settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
+    c = container or bootstrap.build_container(settings)
+    routes: list[BaseRoute] = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/readyz", _readyz(c), methods=["GET"]),
+    ]
+    if "webhook" in settings.http_routes:
+        from paynow_service.entrypoints.webhook import PATH, WebhookEndpoint
 
-    async def healthz(request: Request) -> Response:
-        return JSONResponse({"status": "ok"})
+        routes.append(Route(PATH, WebhookEndpoint(settings, c.ingest), methods=ALL_METHODS))
+    if "push" in settings.http_routes:
+        routes.append(_push_route(settings, c))
+    if "points" in settings.http_routes:
+        from paynow_service.entrypoints.connect_points import build_points_asgi
 
-    async def readyz(request: Request) -> Response:
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(db.collection("readyz").document("probe").get(timeout=2), timeout=3)
-            checks["firestore"] = "ok"
-        except Exception as err:  # noqa: BLE001 (any failure means not ready)
-            checks["firestore"] = f"unavailable: {type(err).__name__}"
-        ready = all(v == "ok" for v in checks.values())
-        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+        path, points_app = build_points_asgi(settings, c.ledger)
+        routes.append(Mount(path, app=points_app))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -49,12 +59,58 @@ def create_app(settings: Settings) -> Starlette:
             component="http",
             routes=list(settings.http_routes),
             webhook_mode=settings.webhook_mode,
+            queue_percent=settings.webhook_queue_percent,
         )
-        yield
-        db.close()  # type: ignore[no-untyped-call]
+        try:
+            yield
+        finally:
+            # In-flight requests are drained by uvicorn first; then flush pending publishes.
+            c.close()
+            log(logger, logging.INFO, "HTTP app stopped", component="http")
 
-    routes = [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
     return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _push_route(settings: Settings, c: bootstrap.Container) -> Route:
+    from paynow_service.adapters.dead_letters import PubSubDeadLetters
+    from paynow_service.entrypoints.message_handler import MessageHandler
+    from paynow_service.entrypoints.push import PATH, PushEndpoint
+
+    verifier = None
+    if settings.push_auth == "enabled":
+        from paynow_service.adapters.oidc import IdTokenVerifier
+
+        verifier = IdTokenVerifier(
+            audience=settings.push_audience,
+            allowed_emails=[settings.push_service_account],
+            certs_url=settings.push_certs_url,
+        )
+    handler = MessageHandler(c.core, PubSubDeadLetters(c.publisher), c.records)
+    return Route(PATH, PushEndpoint(handler, verifier), methods=ALL_METHODS)
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+def _readyz(c: bootstrap.Container) -> Callable[[Request], Awaitable[Response]]:
+    async def readyz(request: Request) -> Response:
+        checks: dict[str, str] = {}
+        try:
+            await asyncio.wait_for(c.db.collection("readyz").document("probe").get(timeout=2), timeout=3)
+            checks["firestore"] = "ok"
+        except Exception as err:  # noqa: BLE001 (any failure means not ready)
+            checks["firestore"] = f"unavailable: {type(err).__name__}"
+        if c.settings.webhook_mode == "queue" and "webhook" in c.settings.http_routes:
+            try:
+                await c.publisher.check()
+                checks["pubsub"] = "ok"
+            except Exception as err:  # noqa: BLE001
+                checks["pubsub"] = f"unavailable: {type(err).__name__}"
+        ready = all(v == "ok" for v in checks.values())
+        return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+    return readyz
 
 
 def run(settings: Settings) -> int:

@@ -1,0 +1,306 @@
+"""Firestore for events: `webhookEvents` records and the one-transaction processing of an event.
+
+`EventRecords` is what ingest and the operators' tools need (claim an event id, lease
+and mark its publication, find stranded events, mark outcomes). `FirestoreProcessor`
+runs the processing core's transaction: read the event, the customer mapping and the
+order; ask the pure `decide`; then write ledger entries, order, mapping, subscription
+and the event's status together: all or nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from google.api_core import exceptions as gexc
+from google.cloud import firestore
+from google.cloud.firestore_v1.async_transaction import AsyncTransaction
+
+from paynow_service.adapters.firestore_ledger import FirestoreLedger
+from paynow_service.domain.errors import InvalidEventError, LedgerConflictError, StorageUnavailableError
+from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.ledger import LedgerResult
+from paynow_service.hookspecs import CreditedEntry
+from paynow_service.service.decide import Decision, EventState, OrderRecord
+
+EVENTS = "webhookEvents"
+_UNAVAILABLE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class EventRecord:
+    """The parts of webhookEvents/{event_id} that ingest decisions depend on."""
+
+    event_id: str
+    status: str
+    payload_hash: str
+    published_at: dt.datetime | None
+    lease_at: dt.datetime | None
+    ordering_key: str = ""
+    event_type: str = ""
+
+    @classmethod
+    def from_doc(cls, event_id: str, data: dict[str, Any]) -> EventRecord:
+        return cls(
+            event_id=event_id,
+            status=str(data.get("status", "")),
+            payload_hash=str(data.get("payloadHash", "")),
+            published_at=data.get("publishedAt"),
+            lease_at=data.get("leaseAt") or data.get("receivedAt"),
+            ordering_key=str(data.get("orderingKey", "")),
+            event_type=str(data.get("eventType", "")),
+        )
+
+
+class EventRecords:
+    """webhookEvents/{event_id}: ids, statuses and times only (no PII)."""
+
+    def __init__(self, db: firestore.AsyncClient, *, ttl_days: int, timeout_s: float) -> None:
+        self._db = db
+        self._ttl = dt.timedelta(days=ttl_days)
+        self._timeout = timeout_s
+
+    def _ref(self, event_id: str) -> Any:
+        return self._db.collection(EVENTS).document(event_id)
+
+    async def create_queued(self, event: PaymentEvent, payload_hash: str) -> EventRecord | None:
+        """Claim the event id. None when this call created it; the existing record otherwise."""
+        now = utcnow()
+        doc = {
+            "status": "queued",
+            "eventType": event.event_type,
+            "orderingKey": event.resolved_ordering_key(),
+            "payloadHash": payload_hash,
+            "receivedAt": now,
+            "leaseAt": now,
+            "publishedAt": None,
+            "attempts": 0,
+            "processedAt": None,
+            "result": None,
+            "failureReason": None,
+            "expiresAt": now + self._ttl,
+        }
+        try:
+            await self._ref(event.event_id).create(doc, timeout=self._timeout)
+            return None
+        except gexc.AlreadyExists:
+            pass
+        except _UNAVAILABLE as err:
+            raise StorageUnavailableError(f"webhookEvents create failed: {type(err).__name__}") from err
+        existing = await self.get(event.event_id)
+        if existing is None:  # deleted in between (TTL): treat as ours next time
+            raise StorageUnavailableError("webhookEvents record vanished while being read")
+        return existing
+
+    async def get(self, event_id: str) -> EventRecord | None:
+        try:
+            snap = await self._ref(event_id).get(timeout=self._timeout)
+        except _UNAVAILABLE as err:
+            raise StorageUnavailableError(f"webhookEvents read failed: {type(err).__name__}") from err
+        return EventRecord.from_doc(event_id, snap.to_dict() or {}) if snap.exists else None
+
+    async def claim_lease(self, event_id: str, lease_s: int) -> bool:
+        """Take the publish lease of a `queued`, unpublished event whose lease expired.
+
+        Conditional on the document's update time, so of several concurrent duplicates
+        exactly one wins and publishes.
+        """
+        ref = self._ref(event_id)
+        try:
+            snap = await ref.get(timeout=self._timeout)
+            if not snap.exists:
+                return False
+            record = EventRecord.from_doc(event_id, snap.to_dict() or {})
+            now = utcnow()
+            if record.status != "queued" or record.published_at is not None:
+                return False
+            if record.lease_at is not None and now - record.lease_at < dt.timedelta(seconds=lease_s):
+                return False
+            await ref.update(
+                {"leaseAt": now},
+                option=self._db.write_option(last_update_time=snap.update_time),
+                timeout=self._timeout,
+            )
+            return True
+        except gexc.FailedPrecondition:
+            return False  # another delivery took the lease first
+        except _UNAVAILABLE as err:
+            raise StorageUnavailableError(f"webhookEvents lease failed: {type(err).__name__}") from err
+
+    async def mark(self, event_id: str, **fields: Any) -> None:
+        """Merge fields into the record (publishedAt, status, failureReason ...)."""
+        try:
+            await self._ref(event_id).set(fields, merge=True, timeout=self._timeout)
+        except _UNAVAILABLE as err:
+            raise StorageUnavailableError(f"webhookEvents update failed: {type(err).__name__}") from err
+
+    async def mark_published(self, event_id: str) -> None:
+        await self.mark(event_id, publishedAt=utcnow())
+
+    async def mark_failed(self, event_id: str, status: str, reason: str, detail: str) -> None:
+        await self.mark(
+            event_id, status=status, failureReason=reason, failureDetail=detail[:500], processedAt=utcnow()
+        )
+
+    async def reset_to_queued(self, event_id: str) -> None:
+        """A replay: the event is queued again (published by the replay itself)."""
+        await self.mark(event_id, status="queued", publishedAt=utcnow(), leaseAt=utcnow(), failureReason=None)
+
+    async def stranded(self, lease_s: int, limit: int) -> list[EventRecord]:
+        """Events still `queued` without `publishedAt` whose lease expired."""
+        cutoff = utcnow() - dt.timedelta(seconds=lease_s)
+        query = (
+            self._db.collection(EVENTS)
+            .where(filter=firestore.FieldFilter("status", "==", "queued"))
+            .where(filter=firestore.FieldFilter("publishedAt", "==", None))
+            .limit(limit)
+        )
+        found: list[EventRecord] = []
+        async for snap in query.stream(timeout=self._timeout):
+            record = EventRecord.from_doc(snap.id, snap.to_dict() or {})
+            if record.lease_at is None or record.lease_at <= cutoff:
+                found.append(record)
+        return found
+
+
+Decide = Callable[[EventState], Decision]
+
+
+def _order_record(data: dict[str, Any] | None) -> OrderRecord | None:
+    if not data or not data.get("uid"):
+        return None
+    credits = tuple(
+        CreditedEntry(
+            entry_id=str(c["entryId"]), points=int(c["points"]), product_id=str(c.get("productId", ""))
+        )
+        for c in data.get("credits") or []
+    )
+    reversed_ = {str(r["entryId"]): int(r["points"]) for r in data.get("reversed") or []}
+    return OrderRecord(
+        uid=str(data["uid"]),
+        credits=credits,
+        reversed=reversed_,
+        reversed_by=str(data.get("reversedBy", "")),
+        recredited=bool(data.get("recredited")),
+    )
+
+
+def _order_id(event: PaymentEvent) -> str:
+    for detail in (event.order, event.refund, event.chargeback):
+        if detail is not None:
+            return detail.order_id
+    return ""
+
+
+class FirestoreProcessor:
+    """Processes one event in one Firestore transaction (reads, decide, writes)."""
+
+    def __init__(
+        self, db: firestore.AsyncClient, ledger: FirestoreLedger, *, timeout_s: float, ttl_days: int
+    ) -> None:
+        self._db = db
+        self._ledger = ledger
+        self._timeout = timeout_s
+        self._ttl = dt.timedelta(days=ttl_days)
+
+    async def process(
+        self, event: PaymentEvent, decide: Decide, *, component: str
+    ) -> tuple[Decision, LedgerResult | None]:
+        async def work(tx: AsyncTransaction) -> tuple[Decision, LedgerResult | None]:
+            return await self._in_transaction(tx, event, decide, component)
+
+        try:
+            return await self._ledger.run_transaction([event.resolved_ordering_key()], work)
+        except LedgerConflictError as err:
+            raise InvalidEventError(f"ledger conflict: {err}") from err
+
+    async def _in_transaction(
+        self, tx: AsyncTransaction, event: PaymentEvent, decide: Decide, component: str
+    ) -> tuple[Decision, LedgerResult | None]:
+        db = self._db
+        event_ref = db.collection(EVENTS).document(event.event_id)
+        refs = [event_ref]
+        customer_ref = (
+            db.collection("paynowCustomers").document(event.customer_id) if event.customer_id else None
+        )
+        order_id = _order_id(event)
+        order_ref = db.collection("paynowOrders").document(order_id) if order_id else None
+        refs += [r for r in (customer_ref, order_ref) if r is not None]
+        snaps = {snap.reference.path: snap async for snap in await tx.get_all(refs, timeout=self._timeout)}
+
+        def data(ref: Any) -> dict[str, Any] | None:
+            snap = snaps.get(ref.path) if ref is not None else None
+            return (snap.to_dict() or {}) if snap is not None and snap.exists else None
+
+        event_doc = data(event_ref)
+        state = EventState(
+            event_status=(event_doc or {}).get("status"),
+            mapped_uid=str((data(customer_ref) or {}).get("uid", "")),
+            order=_order_record(data(order_ref)),
+        )
+        decision = decide(state)
+        if not decision.writes:
+            return decision, None
+        sub_ref = sub_prev = None
+        if decision.subscription_update is not None and event.subscription is not None:
+            sub_ref = (
+                db.collection("users")
+                .document(decision.uid)
+                .collection("subscriptions")
+                .document(event.subscription.subscription_id)
+            )
+            prev = await sub_ref.get(transaction=tx, timeout=self._timeout)
+            sub_prev = prev.to_dict() if prev.exists else None
+        reads = await self._ledger.read_phase(tx, decision.entries) if decision.entries else None
+        # ---- every read is done; writes only from here ----
+        result = self._ledger.write_phase(tx, reads, decision.entries) if reads is not None else None
+        now = utcnow()
+        if order_ref is not None and decision.order_update is not None:
+            tx.set(order_ref, {**decision.order_update, "updatedAt": now}, merge=True)
+        if customer_ref is not None and decision.customer_mapping is not None:
+            tx.set(customer_ref, {"uid": decision.customer_mapping[1], "updatedAt": now}, merge=True)
+        if sub_ref is not None and decision.subscription_update is not None:
+            tx.set(sub_ref, self._subscription_doc(decision, sub_prev, now), merge=True)
+        attempts = int((event_doc or {}).get("attempts") or 0) + 1
+        marker: dict[str, Any] = {
+            "status": "ignored" if decision.result == "ignored" else "processed",
+            "processedAt": now,
+            "attempts": attempts,
+            "failureReason": None,
+            "result": {
+                "outcome": decision.result,
+                "uid": decision.uid or None,
+                "points": decision.points,
+                "entryIds": [e.entry_id for e in decision.entries],
+                "by": component,
+            },
+        }
+        if event_doc is None:  # processed without an ingest record (replay after TTL, or a foreign publisher)
+            marker.update(
+                eventType=event.event_type,
+                orderingKey=event.resolved_ordering_key(),
+                receivedAt=now,
+                expiresAt=now + self._ttl,
+            )
+        tx.set(event_ref, marker, merge=True)
+        return decision, result
+
+    @staticmethod
+    def _subscription_doc(
+        decision: Decision, prev: dict[str, Any] | None, now: dt.datetime
+    ) -> dict[str, Any]:
+        update = dict(decision.subscription_update or {})
+        cycle = int(update.pop("cycle", 0) or 0)
+        period_end_ms = update.pop("currentPeriodEndMs", None)
+        doc: dict[str, Any] = {**update, "updatedAt": now}
+        if cycle:
+            doc["cyclesCredited"] = max(cycle, int((prev or {}).get("cyclesCredited") or 0))
+        if period_end_ms:
+            doc["currentPeriodEnd"] = dt.datetime.fromtimestamp(period_end_ms / 1000, dt.UTC)
+        return doc

@@ -1,0 +1,367 @@
+"""What an event does to the ledger: a pure decision from the event and the state read for it.
+
+The Firestore adapter reads the state inside the event's transaction, calls `decide`,
+then applies the returned entries and documents in the same transaction. Nothing here
+does I/O, so a transaction retry simply decides again, and every rule is unit-tested
+without a database.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from paynow_service.domain import events as ev
+from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.errors import (
+    InvalidEventError,
+    OrderNotCreditedError,
+    UnknownProductError,
+    UserNotFoundError,
+)
+from paynow_service.domain.ledger import (
+    EntryRequest,
+    order_line_entry_id,
+    recredit_entry_id,
+    reversal_entry_id,
+    subscription_entry_id,
+)
+from paynow_service.hookspecs import CreditedEntry, PlannedCredit
+
+# A webhookEvents status after which a delivery is a duplicate.
+FINAL_STATUSES = frozenset({"processed", "ignored", "failed_terminal", "dead_lettered"})
+REVERSING_REFUND_STATUSES = frozenset({"approved", "completed"})
+RECREDITING_REFUND_STATUSES = frozenset({"canceled", "cancelled", "failed"})
+SOURCE = "paynow"
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    """paynowOrders/{order_id}: what the order credited and what undid it since."""
+
+    uid: str
+    credits: tuple[CreditedEntry, ...] = ()
+    reversed: Mapping[str, int] = field(default_factory=dict)  # entry id -> points taken back
+    reversed_by: str = ""  # "refund:<id>" or "chargeback:<id>" while reversed
+    recredited: bool = False
+
+
+@dataclass(frozen=True)
+class EventState:
+    """Everything `decide` needs, read in the event's transaction."""
+
+    event_status: str | None = None
+    mapped_uid: str = ""  # paynowCustomers/{customer_id}.uid
+    order: OrderRecord | None = None  # paynowOrders/{order_id} (refunds, chargebacks, re-delivered orders)
+
+
+@dataclass(frozen=True)
+class Decision:
+    result: str  # credited, reversed, recredited, status_updated, no_change, ignored, duplicate
+    uid: str = ""
+    entries: tuple[EntryRequest, ...] = ()
+    points: int = 0  # net points this event moves (reversals negative)
+    order_update: Mapping[str, Any] | None = None  # merged (set, merge=True) into paynowOrders/{order_id}
+    order_id: str = ""
+    customer_mapping: tuple[str, str] | None = None  # (customer_id, uid) to upsert
+    subscription_update: Mapping[str, Any] | None = None  # merged into users/{uid}/subscriptions/{id}
+
+    @property
+    def writes(self) -> bool:
+        return self.result != "duplicate"
+
+
+def decide(event: ev.PaymentEvent, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog) -> Decision:
+    if state.event_status in FINAL_STATUSES:
+        return Decision(result="duplicate")
+    if event.ignored:
+        return Decision(result="ignored")
+    if event.order is not None and event.event_type == ev.ORDER_COMPLETED:
+        return _order(event, event.order, state, hooks, catalog)
+    if event.subscription is not None and event.event_type in ev.SUBSCRIPTION_TYPES:
+        return _subscription(event, event.subscription, state, hooks, catalog)
+    if event.refund is not None and event.event_type == ev.REFUND:
+        return _refund(event, event.refund, state, hooks, catalog)
+    if event.chargeback is not None and event.event_type in (ev.CHARGEBACK, ev.CHARGEBACK_CLOSED):
+        return _chargeback(event, event.chargeback, state)
+    raise InvalidEventError(f"{event.event_type} event carries no {event.event_type.lower()} details")
+
+
+def _resolve_uid(event: ev.PaymentEvent, state: EventState, lines: Sequence[ev.OrderLine] = ()) -> str:
+    uid = event.uid or next((line.uid for line in lines if line.uid), "") or state.mapped_uid
+    if not uid:
+        raise UserNotFoundError(
+            f"no uid in checkout metadata and customer {event.customer_id or '(none)'} is not mapped"
+        )
+    return uid
+
+
+def _mapping(event: ev.PaymentEvent, uid: str, state: EventState) -> tuple[str, str] | None:
+    if event.customer_id and state.mapped_uid != uid:
+        return (event.customer_id, uid)
+    return None
+
+
+def _order(
+    event: ev.PaymentEvent, order: ev.Order, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog
+) -> Decision:
+    uid = _resolve_uid(event, state, order.lines)
+    planned: list[PlannedCredit] = []
+    for line in order.lines:
+        if not line.credited_by_order:
+            continue
+        credit = hooks.paynow_map_order_line(event=event, line=line, catalog=catalog)
+        if credit is None:
+            raise UnknownProductError(f"no plugin maps product {line.product_id} (order line {line.line_id})")
+        planned.append(
+            PlannedCredit(
+                key=line.line_id, points=credit.points, kind=credit.kind, product_id=line.product_id
+            )
+        )
+    planned += _extras(event, planned, hooks, catalog)
+    lines = {line.line_id: line for line in order.lines}
+    entries: list[EntryRequest] = []
+    for credit in planned:
+        if credit.points <= 0:
+            continue
+        order_line = lines.get(credit.key)
+        entry_id = (
+            order_line_entry_id(order.order_id, credit.key)
+            if order_line
+            else f"paynow:order:{order.order_id}:extra:{credit.key}"
+        )
+        metadata: dict[str, Any] = {
+            "eventId": event.event_id,
+            "orderId": order.order_id,
+            "productId": credit.product_id,
+        }
+        if order_line:
+            metadata.update(lineId=order_line.line_id, quantity=order_line.quantity)
+        entries.append(
+            EntryRequest(
+                entry_id=entry_id,
+                uid=uid,
+                action="credit",
+                amount=credit.points,
+                source=SOURCE,
+                kind=credit.kind,
+                metadata=metadata,
+            )
+        )
+    credits = [
+        {"entryId": e.entry_id, "points": e.amount, "productId": e.metadata.get("productId", "")}
+        for e in entries
+    ]
+    total = sum(e.amount or 0 for e in entries)
+    order_update: dict[str, Any] = {
+        "uid": uid,
+        "customerId": event.customer_id,
+        "eventId": event.event_id,
+        "entryIds": [e.entry_id for e in entries],
+        "credits": credits,
+        "points": total,
+    }
+    if state.order is None:
+        order_update["status"] = "credited"
+    return Decision(
+        result="credited" if entries else "no_change",
+        uid=uid,
+        entries=tuple(entries),
+        points=total,
+        order_update=order_update,
+        order_id=order.order_id,
+        customer_mapping=_mapping(event, uid, state),
+    )
+
+
+def _extras(
+    event: ev.PaymentEvent, planned: Sequence[PlannedCredit], hooks: pluggy.HookRelay, catalog: Catalog
+) -> list[PlannedCredit]:
+    extras: list[PlannedCredit] = []
+    seen = {credit.key for credit in planned}
+    for contribution in hooks.paynow_adjust_credits(event=event, credits=tuple(planned), catalog=catalog):
+        for credit in contribution or ():
+            if credit.key in seen:
+                raise InvalidEventError(f"plugin credit key {credit.key!r} is used twice in this event")
+            seen.add(credit.key)
+            extras.append(credit)
+    return extras
+
+
+def _subscription(
+    event: ev.PaymentEvent, sub: ev.Subscription, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog
+) -> Decision:
+    uid = _resolve_uid(event, state)
+    update: dict[str, Any] = {"productId": sub.product_id, "status": sub.status}
+    if sub.current_period_end_ms:
+        update["currentPeriodEndMs"] = sub.current_period_end_ms
+    if event.event_type == ev.SUBSCRIPTION_CANCELED:
+        return Decision(
+            result="status_updated",
+            uid=uid,
+            subscription_update=update,
+            customer_mapping=_mapping(event, uid, state),
+        )
+    if sub.billing_cycle_sequence < 1:
+        raise InvalidEventError(
+            f"subscription {sub.subscription_id} has billing cycle {sub.billing_cycle_sequence}"
+        )
+    credit = hooks.paynow_map_subscription(event=event, subscription=sub, catalog=catalog)
+    if credit is None:
+        raise UnknownProductError(f"no plugin maps subscription plan {sub.product_id}")
+    cycle_key = f"cycle:{sub.billing_cycle_sequence}"
+    planned = [
+        PlannedCredit(key=cycle_key, points=credit.points, kind=credit.kind, product_id=sub.product_id)
+    ]
+    planned += _extras(event, planned, hooks, catalog)
+    entries = []
+    base_id = subscription_entry_id(sub.subscription_id, sub.billing_cycle_sequence)
+    for planned_credit in planned:
+        if planned_credit.points <= 0:
+            continue
+        entry_id = base_id if planned_credit.key == cycle_key else f"{base_id}:extra:{planned_credit.key}"
+        entries.append(
+            EntryRequest(
+                entry_id=entry_id,
+                uid=uid,
+                action="credit",
+                amount=planned_credit.points,
+                source=SOURCE,
+                kind=planned_credit.kind,
+                metadata={
+                    "eventId": event.event_id,
+                    "subscriptionId": sub.subscription_id,
+                    "cycle": sub.billing_cycle_sequence,
+                    "productId": sub.product_id,
+                },
+            )
+        )
+    update.update(pointsPerCycle=credit.points, cycle=sub.billing_cycle_sequence)
+    total = sum(e.amount or 0 for e in entries)
+    return Decision(
+        result="credited" if entries else "no_change",
+        uid=uid,
+        entries=tuple(entries),
+        points=total,
+        subscription_update=update,
+        customer_mapping=_mapping(event, uid, state),
+    )
+
+
+def _reverse(
+    event: ev.PaymentEvent, order: OrderRecord, order_id: str, points: int, by: str, extra: Mapping[str, Any]
+) -> Decision:
+    """Take back `points` of the order's credits, entry by entry, once."""
+    remaining = points
+    entries: list[EntryRequest] = []
+    taken: dict[str, int] = {}
+    for credit in order.credits:
+        if remaining <= 0:
+            break
+        amount = min(remaining, credit.points)
+        remaining -= amount
+        taken[credit.entry_id] = amount
+        entries.append(
+            EntryRequest(
+                entry_id=reversal_entry_id(credit.entry_id),
+                uid=order.uid,
+                action="reversal",
+                amount=None if amount == credit.points else amount,
+                source=SOURCE,
+                reversal_of=credit.entry_id,
+                metadata={
+                    "eventId": event.event_id,
+                    "orderId": order_id,
+                    "reversalOf": credit.entry_id,
+                    "by": by,
+                },
+            )
+        )
+    update = {
+        "reversed": [{"entryId": entry_id, "points": amount} for entry_id, amount in taken.items()],
+        "reversedBy": by,
+        "recredited": False,
+        "status": "reversed",
+        **extra,
+    }
+    return Decision(
+        result="reversed" if entries else "no_change",
+        uid=order.uid,
+        entries=tuple(entries),
+        points=-sum(taken.values()),
+        order_update=update,
+        order_id=order_id,
+    )
+
+
+def _recredit(
+    event: ev.PaymentEvent, order: OrderRecord, order_id: str, extra: Mapping[str, Any]
+) -> Decision:
+    entries = tuple(
+        EntryRequest(
+            entry_id=recredit_entry_id(entry_id),
+            uid=order.uid,
+            action="credit",
+            amount=amount,
+            source=SOURCE,
+            reversal_of=entry_id,
+            metadata={"eventId": event.event_id, "orderId": order_id, "recreditOf": entry_id},
+        )
+        for entry_id, amount in order.reversed.items()
+        if amount > 0
+    )
+    update = {"recredited": True, "status": "recredited", **extra}
+    return Decision(
+        result="recredited" if entries else "no_change",
+        uid=order.uid,
+        entries=entries,
+        points=sum(order.reversed.values()),
+        order_update=update,
+        order_id=order_id,
+    )
+
+
+def _credited_order(order_id: str, state: EventState) -> OrderRecord:
+    if state.order is None:
+        # Its ordering key differs from the order's, so it can overtake it: retry later.
+        raise OrderNotCreditedError(f"order {order_id} has not been credited yet")
+    return state.order
+
+
+def _refund(
+    event: ev.PaymentEvent, refund: ev.Refund, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog
+) -> Decision:
+    order = _credited_order(refund.order_id, state)
+    status = {"refunds": {refund.refund_id: refund.status}}
+    by = f"refund:{refund.refund_id}"
+    if refund.status in REVERSING_REFUND_STATUSES:
+        if order.reversed:  # already taken back (this refund again, or a chargeback): never twice
+            return Decision(result="no_change", uid=order.uid, order_update=status, order_id=refund.order_id)
+        total = sum(c.points for c in order.credits)
+        wanted = hooks.paynow_refund_points(
+            event=event, refund=refund, credited=order.credits, catalog=catalog
+        )
+        points = total if wanted is None else max(0, min(int(wanted), total))
+        return _reverse(event, order, refund.order_id, points, by, status)
+    if refund.status in RECREDITING_REFUND_STATUSES and order.reversed_by == by and not order.recredited:
+        return _recredit(event, order, refund.order_id, status)
+    return Decision(result="status_updated", uid=order.uid, order_update=status, order_id=refund.order_id)
+
+
+def _chargeback(event: ev.PaymentEvent, chargeback: ev.Chargeback, state: EventState) -> Decision:
+    order = _credited_order(chargeback.order_id, state)
+    status = {"chargebacks": {chargeback.chargeback_id: chargeback.chargeback_status or chargeback.status}}
+    by = f"chargeback:{chargeback.chargeback_id}"
+    if event.event_type == ev.CHARGEBACK:
+        if order.reversed:
+            return Decision(
+                result="no_change", uid=order.uid, order_update=status, order_id=chargeback.order_id
+            )
+        return _reverse(event, order, chargeback.order_id, sum(c.points for c in order.credits), by, status)
+    won = chargeback.chargeback_status.lower() == "won"
+    if won and order.reversed_by == by and not order.recredited:
+        return _recredit(event, order, chargeback.order_id, status)
+    return Decision(result="status_updated", uid=order.uid, order_update=status, order_id=chargeback.order_id)

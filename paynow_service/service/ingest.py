@@ -1,0 +1,206 @@
+"""Webhook ingest: make a verified event durable, then queue it or process it inline.
+
+Queue mode: claim `webhookEvents/{event_id}` (a create that fails if it exists), publish
+the event under its ordering key, set `publishedAt`, answer. If the publish fails, the
+event is processed inline instead; if that fails too the answer is 503 and PayNow
+retries (the record stays `queued` without `publishedAt`, so a redelivery or `sweep`
+publishes it later). Sync mode processes inline through the same core.
+`WEBHOOK_QUEUE_PERCENT` sends a stable share of ordering keys through the queue.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+from paynow_service.domain.errors import StorageUnavailableError, TerminalError
+from paynow_service.domain.events import PaymentEvent
+from paynow_service.logs import log
+from paynow_service.service.processing import Outcome, ProcessingCore
+
+logger = logging.getLogger("paynow_service.webhook")
+COMPONENT = "paynow_webhook"
+
+
+class RecordPort(Protocol):
+    @property
+    def status(self) -> str: ...
+    @property
+    def payload_hash(self) -> str: ...
+    @property
+    def published_at(self) -> object | None: ...
+
+
+class EventRecordsPort(Protocol):
+    async def create_queued(self, event: PaymentEvent, payload_hash: str) -> RecordPort | None: ...
+    async def claim_lease(self, event_id: str, lease_s: int) -> bool: ...
+    async def mark_published(self, event_id: str) -> None: ...
+    async def mark(self, event_id: str, **fields: object) -> None: ...
+
+
+class EventPublisherPort(Protocol):
+    async def publish_event(self, event: PaymentEvent) -> str: ...
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What the webhook answers and how it got there (for logs and metrics)."""
+
+    status_code: int
+    outcome: str  # queued, processed, duplicate, conflict, ignored, failed_terminal, unavailable ...
+    path: str  # queue, sync, fallback, none
+    detail: str = ""
+    points: int = 0
+
+
+def queue_share(ordering_key: str) -> int:
+    """A stable 0..99 bucket of the ordering key (same user, same bucket, every process)."""
+    digest = hashlib.sha256(ordering_key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") % 100
+
+
+class IngestService:
+    def __init__(
+        self,
+        records: EventRecordsPort,
+        publisher: EventPublisherPort | None,
+        core: ProcessingCore,
+        *,
+        mode: str,
+        queue_percent: int,
+        lease_s: int,
+    ) -> None:
+        self._records = records
+        self._publisher = publisher
+        self._core = core
+        self._mode = mode
+        self._percent = queue_percent
+        self._lease_s = lease_s
+
+    def uses_queue(self, event: PaymentEvent) -> bool:
+        if self._mode != "queue" or self._publisher is None:
+            return False
+        return queue_share(event.resolved_ordering_key()) < self._percent
+
+    async def ingest(self, event: PaymentEvent, payload_hash: str) -> IngestResult:
+        try:
+            existing = await self._records.create_queued(event, payload_hash)
+        except StorageUnavailableError as err:
+            return IngestResult(503, "unavailable", "none", err.detail)
+        if existing is not None:
+            return await self._redelivery(event, payload_hash, existing)
+        if event.ignored:
+            return await self._ignore(event)
+        return await self._route(event)
+
+    async def ingest_invalid(
+        self, event: PaymentEvent, payload_hash: str, error: TerminalError
+    ) -> IngestResult:
+        """A genuine event whose body lacks what we need: record, dead-letter, answer 200."""
+        try:
+            existing = await self._records.create_queued(event, payload_hash)
+        except StorageUnavailableError as err:
+            return IngestResult(503, "unavailable", "none", err.detail)
+        if existing is not None and existing.status != "queued":
+            return IngestResult(200, "duplicate", "none")
+        outcome = await self._core.fail_terminal(event, error, component=COMPONENT)
+        return self._from_outcome(outcome, "sync")
+
+    async def _redelivery(self, event: PaymentEvent, payload_hash: str, existing: RecordPort) -> IngestResult:
+        if existing.payload_hash and existing.payload_hash != payload_hash:
+            log(
+                logger,
+                logging.WARNING,
+                "Webhook conflict - same event id with another body",
+                component=COMPONENT,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                status="conflict",
+            )
+            return IngestResult(200, "conflict", "none")
+        if existing.status != "queued":
+            return IngestResult(200, "duplicate", "none")
+        if not self.uses_queue(event):
+            # Inline processing is idempotent (the transaction checks the status): finish it now.
+            return await self._inline(event, "sync")
+        if existing.published_at is not None:
+            return IngestResult(200, "duplicate", "none")
+        # Recorded but never published (a crash or an outage between the two): re-drive it,
+        # once, whoever holds the lease.
+        try:
+            leased = await self._records.claim_lease(event.event_id, self._lease_s)
+        except StorageUnavailableError as err:
+            return IngestResult(503, "unavailable", "none", err.detail)
+        if not leased:
+            return IngestResult(200, "duplicate", "none")
+        return await self._publish_or_fallback(event)
+
+    async def _ignore(self, event: PaymentEvent) -> IngestResult:
+        try:
+            await self._records.mark(event.event_id, status="ignored", result={"outcome": "ignored"})
+        except StorageUnavailableError as err:
+            return IngestResult(503, "unavailable", "none", err.detail)
+        return IngestResult(200, "ignored", "none")
+
+    async def _route(self, event: PaymentEvent) -> IngestResult:
+        if self.uses_queue(event):
+            return await self._publish_or_fallback(event)
+        return await self._inline(event, "sync")
+
+    async def _publish_or_fallback(self, event: PaymentEvent) -> IngestResult:
+        assert self._publisher is not None
+        started = time.perf_counter()
+        try:
+            await self._publisher.publish_event(event)
+        except Exception as err:  # noqa: BLE001 (any publish failure takes the fallback path)
+            log(
+                logger,
+                logging.WARNING,
+                "Publish failed - processing inline",
+                component=COMPONENT,
+                event_id=event.event_id,
+                event_type=event.event_type,
+                ordering_key=event.resolved_ordering_key(),
+                error_class=type(err).__name__,
+                path="fallback",
+            )
+            return await self._inline(event, "fallback")
+        publish_ms = round((time.perf_counter() - started) * 1000, 2)
+        try:
+            await self._records.mark_published(event.event_id)
+        except StorageUnavailableError:
+            # Durable in Pub/Sub already; at worst `sweep` publishes it again and the
+            # worker answers "already processed".
+            log(
+                logger,
+                logging.WARNING,
+                "Published but publishedAt not recorded",
+                component=COMPONENT,
+                event_id=event.event_id,
+            )
+        log(
+            logger,
+            logging.INFO,
+            "Webhook processed successfully",
+            component=COMPONENT,
+            event_id=event.event_id,
+            event_type=event.event_type,
+            ordering_key=event.resolved_ordering_key(),
+            status="queued",
+            path="queue",
+            publish_ms=publish_ms,
+        )
+        return IngestResult(200, "queued", "queue")
+
+    async def _inline(self, event: PaymentEvent, path: str) -> IngestResult:
+        outcome = await self._core.process(event, component=COMPONENT)
+        return self._from_outcome(outcome, path)
+
+    def _from_outcome(self, outcome: Outcome, path: str) -> IngestResult:
+        if outcome.status == "transient":
+            # Nothing was marked done: PayNow retries, and the record lets a redelivery finish it.
+            return IngestResult(503, "transient", path, outcome.reason, 0)
+        return IngestResult(200, outcome.status, path, outcome.reason, outcome.points)

@@ -1,0 +1,184 @@
+"""The processing core: one event in, one outcome out. Shared by the push endpoint, the
+pull worker and the sync webhook, so every path gives identical results.
+
+- processed / duplicate / ignored: done, acknowledge.
+- terminal (unknown product, unknown user, invalid event ...): publish to the dead-letter
+  topic with its reason, then mark `failed_terminal`; acknowledge only once the DLQ
+  publish is confirmed, otherwise report transient so the message is retried.
+- transient (Firestore unavailable, contention, order not credited yet): retry, except
+  at the last delivery attempt, where the core dead-letters it itself (`dead_lettered`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import pluggy
+
+from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.errors import DomainError, TerminalError, TransientError
+from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.ledger import LedgerResult
+from paynow_service.logs import log
+from paynow_service.service.decide import Decision, EventState, decide
+
+logger = logging.getLogger("paynow_service.processing")
+
+OutcomeStatus = Literal["processed", "duplicate", "ignored", "failed_terminal", "dead_lettered", "transient"]
+
+
+class EventProcessorPort(Protocol):
+    """Runs `decide` inside one transaction and applies what it returns."""
+
+    async def process(
+        self, event: PaymentEvent, decide: Callable[[EventState], Decision], *, component: str
+    ) -> tuple[Decision, LedgerResult | None]: ...
+
+
+class DeadLetterPort(Protocol):
+    """Publishes a dead letter and waits for the server's confirmation (raises if not confirmed)."""
+
+    async def dead_letter(
+        self,
+        event: PaymentEvent | None,
+        *,
+        reason: str,
+        error_class: str,
+        detail: str,
+        raw: tuple[bytes, Mapping[str, str]] | None = None,
+    ) -> str: ...
+
+
+class EventMarkerPort(Protocol):
+    async def mark_failed(self, event_id: str, status: str, reason: str, detail: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    status: OutcomeStatus
+    reason: str = ""
+    detail: str = ""
+    decision: Decision | None = None
+    processing_ms: float = 0.0
+
+    @property
+    def done(self) -> bool:
+        """True when the message may be acknowledged (everything but transient)."""
+        return self.status != "transient"
+
+    @property
+    def points(self) -> int:
+        return self.decision.points if self.decision else 0
+
+
+class ProcessingCore:
+    def __init__(
+        self,
+        processor: EventProcessorPort,
+        dead_letters: DeadLetterPort,
+        events: EventMarkerPort,
+        hooks: pluggy.HookRelay,
+        catalog: Catalog,
+        *,
+        max_delivery_attempts: int,
+    ) -> None:
+        self._processor = processor
+        self._dead_letters = dead_letters
+        self._events = events
+        self._hooks = hooks
+        self._catalog = catalog
+        self._max_attempts = max_delivery_attempts
+
+    async def process(
+        self,
+        event: PaymentEvent,
+        *,
+        component: str,
+        delivery_attempt: int | None = None,
+        raw: tuple[bytes, Mapping[str, str]] | None = None,
+    ) -> Outcome:
+        started = time.perf_counter()
+
+        def elapsed() -> float:
+            return round((time.perf_counter() - started) * 1000, 2)
+
+        try:
+            decision, _ = await self._processor.process(
+                event, lambda state: decide(event, state, self._hooks, self._catalog), component=component
+            )
+        except TerminalError as err:
+            return await self._fail(event, err, "failed_terminal", component, raw, elapsed)
+        except TransientError as err:
+            if delivery_attempt is not None and delivery_attempt >= self._max_attempts:
+                return await self._fail(event, err, "dead_lettered", component, raw, elapsed)
+            return Outcome("transient", err.reason, err.detail, processing_ms=elapsed())
+        except Exception as err:  # noqa: BLE001 (a bug must not lose the event: retry, then dead-letter)
+            log(
+                logger,
+                logging.ERROR,
+                "Unexpected error while processing",
+                component=component,
+                event_id=event.event_id,
+                error_class=type(err).__name__,
+                detail=str(err)[:300],
+            )
+            wrapped = TransientError(f"{type(err).__name__}: {str(err)[:200]}", reason="internal_error")
+            if delivery_attempt is not None and delivery_attempt >= self._max_attempts:
+                return await self._fail(event, wrapped, "dead_lettered", component, raw, elapsed)
+            return Outcome("transient", wrapped.reason, wrapped.detail, processing_ms=elapsed())
+        status: OutcomeStatus = {"duplicate": "duplicate", "ignored": "ignored"}.get(  # type: ignore[assignment]
+            decision.result, "processed"
+        )
+        return Outcome(status, decision=decision, processing_ms=elapsed())
+
+    async def fail_terminal(self, event: PaymentEvent, error: TerminalError, *, component: str) -> Outcome:
+        """Dead-letter an event that failed before processing (e.g. an invalid body at ingest)."""
+        started = time.perf_counter()
+        return await self._fail(
+            event,
+            error,
+            "failed_terminal",
+            component,
+            None,
+            lambda: round((time.perf_counter() - started) * 1000, 2),
+        )
+
+    async def _fail(
+        self,
+        event: PaymentEvent,
+        err: DomainError,
+        status: OutcomeStatus,
+        component: str,
+        raw: tuple[bytes, Mapping[str, str]] | None,
+        elapsed: Callable[[], float],
+    ) -> Outcome:
+        """Dead-letter, then record the status; transient if the DLQ publish is not confirmed."""
+        error_class = "terminal" if isinstance(err, TerminalError) else "transient"
+        try:
+            await self._dead_letters.dead_letter(
+                event, reason=err.reason, error_class=error_class, detail=err.detail, raw=raw
+            )
+            await self._events.mark_failed(event.event_id, status, err.reason, err.detail)
+        except Exception as dlq_err:  # noqa: BLE001 (not confirmed: the message must come back)
+            log(
+                logger,
+                logging.WARNING,
+                "Dead-letter publish not confirmed - will retry",
+                component=component,
+                event_id=event.event_id,
+                reason=err.reason,
+                error_class=type(dlq_err).__name__,
+            )
+            return Outcome("transient", "dead_letter_failed", str(dlq_err)[:200], processing_ms=elapsed())
+        return Outcome(status, err.reason, err.detail, processing_ms=elapsed())
+
+
+async def dead_letter_undecodable(
+    dead_letters: DeadLetterPort, raw: tuple[bytes, Mapping[str, str]], detail: str, reason: str
+) -> None:
+    """A message that cannot even be decoded goes to the DLQ as it came (raises if unconfirmed)."""
+    await dead_letters.dead_letter(None, reason=reason, error_class="terminal", detail=detail, raw=raw)
