@@ -56,6 +56,13 @@ class Envelope:
     event_id: str
     body: Obj
 
+    @property
+    def store_id(self) -> str:
+        """`body.store_id` when it is an id, else "": enough to refuse a foreign store
+        before (and whether or not) the rest of the body validates."""
+        store = self.body.get("store_id")
+        return store if isinstance(store, str) and ID_PATTERN.fullmatch(store) else ""
+
 
 def parse_webhook(body: bytes, *, received_at_ms: int, sent_at_ms: int) -> ev.PaymentEvent:
     """Raw request bytes -> `PaymentEvent` (MalformedWebhookError / InvalidEventError)."""
@@ -109,9 +116,7 @@ def event_from_envelope(envelope: Envelope, *, received_at_ms: int, sent_at_ms: 
     }
     if kind not in ev.HANDLED_TYPES:
         # Acknowledged and ignored; the store id still lets the webhook refuse a foreign store.
-        store = body.get("store_id")
-        base["store_id"] = store if isinstance(store, str) and ID_PATTERN.fullmatch(store) else ""
-        return ev.PaymentEvent(**base)
+        return ev.PaymentEvent(**base, store_id=envelope.store_id)
     base["store_id"] = _read_id(body, "store_id", "body", required=False)
     if kind == ev.ORDER_COMPLETED:
         order, uid = _order(body)

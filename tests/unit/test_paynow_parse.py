@@ -273,6 +273,15 @@ def test_bad_envelopes_are_malformed(raw: bytes) -> None:
     assert len(err.value.detail) < 200
 
 
+def test_envelope_store_id_is_available_even_when_the_body_is_invalid() -> None:
+    payload = edit(example_event(ev.ORDER_COMPLETED), "body.lines", "broken")
+    envelope = decode_envelope(json.dumps(payload).encode())
+    assert envelope.store_id == payload["body"]["store_id"]
+    with pytest.raises(InvalidEventError):
+        event_from_envelope(envelope, received_at_ms=1, sent_at_ms=1)
+    assert decode_envelope(json.dumps(edit(payload, "body.store_id", 5)).encode()).store_id == ""
+
+
 def test_envelope_accepts_extra_keys_and_reasonable_ids() -> None:
     for event_id in ("411486491630370816", "evt_01HZX-3.a", "9" * 128):
         raw = json.dumps({"event_type": "ON_REFUND", "event_id": event_id, "body": {}, "new": 1}).encode()
