@@ -119,7 +119,7 @@ def test_timestamp_in_seconds_is_outside_the_window() -> None:
         "+1717000000000",
         "1_717_000_000_000",
         "1.7e12",
-        "\uff11\uff17\uff11\uff17"  # full-width digits: str.isdigit() says yes,
+        "\uff11\uff17\uff11\uff17",  # full-width digits: str.isdigit() says yes
         "9" * 40,
         "1717\x00",
     ],
