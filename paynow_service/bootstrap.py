@@ -57,8 +57,8 @@ class Container:
     core: ProcessingCore
     ingest: IngestService
 
-    def close(self) -> None:
-        self.publisher.close()
+    async def aclose(self) -> None:
+        await self.publisher.aclose()
         self.db.close()  # type: ignore[no-untyped-call]
 
 

@@ -229,14 +229,6 @@ VARIABLES: tuple[Variable, ...] = (
         _float(0.1, 60),
         "publish_timeout_s",
     ),
-    Variable(
-        "PUBLISH_BATCH_LATENCY_S",
-        "0.001",
-        "0..1 (publisher batch max latency)",
-        _SERVERS,
-        _float(0, 1),
-        "publish_batch_latency_s",
-    ),
     Variable("PUBLISH_LEASE_S", "30", "1..3600", _SERVERS + ", sweep", _int(1, 3600), "publish_lease_s"),
     Variable("WEBHOOK_EVENT_TTL_DAYS", "30", "1..3650", _SERVERS, _int(1, 3650), "webhook_event_ttl_days"),
     Variable(
@@ -360,7 +352,6 @@ class Settings:
     pubsub_subscription: str = "paynow-events-sub"
     pubsub_dlq_subscription: str = "paynow-events-dlq-sub"
     publish_timeout_s: float = 2.0
-    publish_batch_latency_s: float = 0.001
     publish_lease_s: int = 30
     webhook_event_ttl_days: int = 30
     max_delivery_attempts: int = 5

@@ -1,19 +1,24 @@
-"""The process's one Pub/Sub publisher: ordered, low batch latency, bounded waits.
+"""The process's one Pub/Sub publisher: async, ordered by key, every wait bounded.
 
-With an ordering key the client library retries forever, so each publish is one
-attempt with a timeout (`retry=None`) and the wait is bounded again on our side. After
-a failure the key is paused by the library: it is resumed at once, because the caller
-falls back to inline processing and later events of that user must still publish.
+Built on the GAPIC `PublisherAsyncClient` rather than the batching `PublisherClient`:
+- the message carries SPEC's `ordering_key` attribute, which the batching client's
+  `publish(..., ordering_key=..., **attributes)` cannot accept (the names collide);
+- with an ordering key the batching client retries forever and pauses the key after a
+  failure (needing `resume_publish`); here each publish is one RPC with a deadline and
+  no hidden state, so a failed key never blocks the user's later events;
+- no batch timer and no thread hop: the answer comes as soon as the server confirms.
+Per-key order holds because a webhook answers only after its publish is confirmed.
+The client is created on first use, inside the serving event loop it belongs to.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Mapping
 
-from google.cloud.pubsub_v1 import PublisherClient
-from google.cloud.pubsub_v1.types import BatchSettings, PublisherOptions
+from google.api_core import exceptions as gexc
+from google.pubsub_v1 import PublisherAsyncClient
+from google.pubsub_v1.types import PubsubMessage
 
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.config import Settings
@@ -29,30 +34,30 @@ class PublishError(TransientError):
 
 class PubSubPublisher:
     def __init__(self, settings: Settings) -> None:
-        self._settings = settings
         self._timeout = settings.publish_timeout_s
-        self._client = PublisherClient(
-            batch_settings=BatchSettings(max_latency=settings.publish_batch_latency_s, max_messages=100),
-            publisher_options=PublisherOptions(enable_message_ordering=True),
-        )
+        self._client: PublisherAsyncClient | None = None
         self.events_topic = settings.topic_path(settings.pubsub_topic)
         self.dlq_topic = settings.topic_path(settings.pubsub_dlq_topic)
+
+    def _api(self) -> PublisherAsyncClient:
+        if self._client is None:
+            self._client = PublisherAsyncClient()
+        return self._client
 
     async def publish(
         self, topic: str, data: bytes, attributes: Mapping[str, str], ordering_key: str = ""
     ) -> str:
-        """Publish and wait for the server's message id, at most PUBLISH_TIMEOUT_S."""
+        """Publish one message and return the server's message id, waiting at most PUBLISH_TIMEOUT_S."""
+        message = PubsubMessage(data=data, attributes=dict(attributes), ordering_key=ordering_key)
         try:
-            future = self._client.publish(
-                topic, data, ordering_key=ordering_key, retry=None, timeout=self._timeout, **dict(attributes)
+            response = await asyncio.wait_for(
+                self._api().publish(topic=topic, messages=[message], retry=None, timeout=self._timeout),
+                timeout=self._timeout + 0.5,
             )
-            message_id: str = await asyncio.wait_for(asyncio.wrap_future(future), timeout=self._timeout + 0.5)
-            return message_id
-        except Exception as err:
-            if ordering_key:
-                with contextlib.suppress(Exception):  # not paused (e.g. our own timeout): nothing to resume
-                    self._client.resume_publish(topic, ordering_key)
+        except (gexc.GoogleAPIError, TimeoutError, OSError) as err:
             raise PublishError(f"publish to {topic.rsplit('/', 1)[-1]} failed: {type(err).__name__}") from err
+        message_id: str = response.message_ids[0]
+        return message_id
 
     async def publish_event(self, event: PaymentEvent) -> str:
         """Publish a PaymentEvent to the events topic under its ordering key."""
@@ -63,11 +68,10 @@ class PubSubPublisher:
 
     async def check(self) -> None:
         """Readiness: the events topic can be read (raises on failure)."""
-        await asyncio.wait_for(
-            asyncio.to_thread(self._client.get_topic, topic=self.events_topic, timeout=2), timeout=3
-        )
+        await asyncio.wait_for(self._api().get_topic(topic=self.events_topic, timeout=2), timeout=3)
 
-    def close(self) -> None:
-        """Flush pending batches and stop (on shutdown)."""
-        with contextlib.suppress(Exception):
-            self._client.stop()
+    async def aclose(self) -> None:
+        """Close the channel. Nothing is buffered: every publish was confirmed before its caller answered."""
+        if self._client is not None:
+            await self._client.transport.close()
+            self._client = None

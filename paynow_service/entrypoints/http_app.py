@@ -65,7 +65,7 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
             yield
         finally:
             # In-flight requests are drained by uvicorn first; then flush pending publishes.
-            c.close()
+            await c.aclose()
             log(logger, logging.INFO, "HTTP app stopped", component="http")
 
     return Starlette(routes=routes, lifespan=lifespan)

@@ -128,4 +128,4 @@ def run(settings: Settings) -> int:
 
 
 async def _close(container: bootstrap.Container) -> None:
-    container.close()
+    await container.aclose()

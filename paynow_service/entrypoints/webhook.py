@@ -104,6 +104,8 @@ class WebhookEndpoint:
             return self._reject(400, "malformed", err.detail, started)
         fields = {"event_id": envelope.event_id, "event_type": envelope.event_type}
         log(logger, logging.INFO, "Webhook received", component=COMPONENT, **fields)
+        if settings.paynow_store_id and envelope.store_id and envelope.store_id != settings.paynow_store_id:
+            return self._reject(401, "foreign_store", "event belongs to another store", started, **fields)
         body_hash = payload_hash(envelope.body)
         try:
             event = event_from_envelope(envelope, received_at_ms=now_ms, sent_at_ms=sent_at_ms)
@@ -115,8 +117,6 @@ class WebhookEndpoint:
                 sent_at_ms=sent_at_ms,
             )
             return self._answer(await self._ingest.ingest_invalid(bare, body_hash, err), bare, started)
-        if settings.paynow_store_id and event.store_id and event.store_id != settings.paynow_store_id:
-            return self._reject(401, "foreign_store", "event belongs to another store", started, **fields)
         return self._answer(await self._ingest.ingest(event, body_hash), event, started)
 
     def _answer(self, result: IngestResult, event: PaymentEvent, started: float) -> Response:

@@ -205,7 +205,8 @@ def _subscription(
             subscription_update=update,
             customer_mapping=_mapping(event, uid, state),
         )
-    if sub.billing_cycle_sequence < 1:
+    # PayNow's schema allows cycle 0, so 0 is a cycle like any other; only negatives are impossible.
+    if sub.billing_cycle_sequence < 0:
         raise InvalidEventError(
             f"subscription {sub.subscription_id} has billing cycle {sub.billing_cycle_sequence}"
         )

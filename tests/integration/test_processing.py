@@ -1,0 +1,257 @@
+"""The processing core on the real emulators: one transaction per event, exactly once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from paynow_service import bootstrap
+from paynow_service.adapters.emulators import EmulatorStack
+from paynow_service.config import Settings
+from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.paynow import parse_webhook
+from paynow_service.entrypoints.test_webhook import build_event, flake_id
+from tests.support.stack import (
+    PLAN,
+    PRODUCT,
+    PROMO_PRODUCT,
+    apply_topology,
+    doc,
+    ledger,
+    pull,
+    stack_env,
+    unique,
+)
+from tests.support.stack import write_catalog as _write_catalog
+
+PROJECT_KEY = "GOOGLE_CLOUD_PROJECT"
+
+
+@pytest.fixture
+async def container(emulators: EmulatorStack, tmp_path: Path) -> AsyncIterator[bootstrap.Container]:
+    settings = Settings.from_env(stack_env(emulators.env(), _write_catalog(tmp_path)))
+    apply_topology(settings)
+    c = bootstrap.build_container(settings)
+    yield c
+    await c.aclose()
+
+
+def event_of(payload: dict[str, Any]) -> PaymentEvent:
+    now = int(time.time() * 1000)
+    return parse_webhook(json.dumps(payload).encode(), received_at_ms=now, sent_at_ms=now)
+
+
+def project(c: bootstrap.Container) -> str:
+    return c.settings.google_cloud_project
+
+
+async def test_order_is_credited_once(container: bootstrap.Container) -> None:
+    uid = unique("u")
+    payload = build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT, quantity=3)
+    event = event_of(payload)
+    first = await container.core.process(event, component="test")
+    assert first.status == "processed"
+    assert first.points == 1500
+    again = await container.core.process(event, component="test")
+    assert again.status == "duplicate"
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 1500
+    assert wallet["promoLots"] == []
+    entries = ledger(project(container), uid)
+    assert len(entries) == 1
+    ((entry_id, entry),) = entries.items()
+    assert entry_id == f"paynow:order:{event.order.order_id}:line:{event.order.lines[0].line_id}"  # type: ignore[union-attr]
+    assert entry["amount"] == 1500
+    record = doc(project(container), f"webhookEvents/{event.event_id}")
+    assert record is not None
+    assert record["status"] == "processed"
+    assert record["result"]["points"] == 1500
+    order = doc(project(container), f"paynowOrders/{event.order.order_id}")  # type: ignore[union-attr]
+    assert order is not None
+    assert order["uid"] == uid
+
+
+async def test_same_order_under_a_new_event_id_is_not_credited_twice(container: bootstrap.Container) -> None:
+    uid = unique("u")
+    payload = build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT)
+    await container.core.process(event_of(payload), component="test")
+    payload["event_id"] = flake_id()
+    second = await container.core.process(event_of(payload), component="test")
+    assert second.status == "processed"
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 500
+
+
+async def test_concurrent_deliveries_credit_once(container: bootstrap.Container) -> None:
+    uid = unique("u")
+    event = event_of(build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT))
+    outcomes = await asyncio.gather(*(container.core.process(event, component="test") for _ in range(5)))
+    assert sorted(o.status for o in outcomes) == ["duplicate"] * 4 + ["processed"]
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 500
+
+
+async def test_promo_product_and_subscription_line(container: bootstrap.Container) -> None:
+    uid = unique("u")
+    payload = build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PROMO_PRODUCT, quantity=2)
+    sub_line = dict(payload["body"]["lines"][0], id=flake_id(), product_id=PLAN, subscription_id=flake_id())
+    payload["body"]["lines"].append(sub_line)
+    outcome = await container.core.process(event_of(payload), component="test")
+    assert outcome.status == "processed"
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert (wallet["paidBalance"], wallet["promoBalance"]) == (0, 100)
+    assert len(ledger(project(container), uid)) == 1  # the plan line is credited by subscription events only
+
+
+async def test_unknown_product_is_dead_lettered_with_its_reason(container: bootstrap.Container) -> None:
+    uid = unique("u")
+    event = event_of(build_event("ON_ORDER_COMPLETED", uid=uid, product_id="999"))
+    outcome = await container.core.process(event, component="test")
+    assert outcome.status == "failed_terminal"
+    assert outcome.reason == "unknown_product"
+    record = doc(project(container), f"webhookEvents/{event.event_id}")
+    assert record is not None
+    assert record["status"] == "failed_terminal"
+    assert record["failureReason"] == "unknown_product"
+    messages = pull(container.settings, container.settings.pubsub_dlq_subscription, want=1)
+    assert len(messages) == 1
+    attributes = dict(messages[0].attributes)
+    assert attributes["reason"] == "unknown_product"
+    assert attributes["error_class"] == "terminal"
+    assert attributes["event_id"] == event.event_id
+    assert doc(project(container), f"users/{uid}/wallet/points") is None
+
+
+async def test_unknown_user_is_terminal(container: bootstrap.Container) -> None:
+    payload = build_event("ON_ORDER_COMPLETED", uid="", product_id=PRODUCT)
+    payload["body"]["checkout"]["metadata"] = {}
+    for line in payload["body"]["checkout"].get("lines") or []:
+        line["metadata"] = {}
+    outcome = await container.core.process(event_of(payload), component="test")
+    assert outcome.status == "failed_terminal"
+    assert outcome.reason == "user_not_found"
+
+
+async def test_customer_mapping_credits_the_mapped_user(container: bootstrap.Container) -> None:
+    uid, customer = unique("u"), flake_id()
+    await container.core.process(
+        event_of(build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT, customer_id=customer)),
+        component="test",
+    )
+    mapping = doc(project(container), f"paynowCustomers/{customer}")
+    assert mapping is not None
+    assert mapping["uid"] == uid
+    unmapped = build_event("ON_ORDER_COMPLETED", uid="", product_id=PRODUCT, customer_id=customer)
+    unmapped["body"]["checkout"]["metadata"] = {}
+    for line in unmapped["body"]["checkout"].get("lines") or []:
+        line["metadata"] = {}
+    outcome = await container.core.process(event_of(unmapped), component="test")
+    assert outcome.status == "processed"
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 1000
+
+
+async def test_subscription_cycles_credit_once_each(container: bootstrap.Container) -> None:
+    uid, sub_id = unique("u"), flake_id()
+    activated = event_of(
+        build_event("ON_SUBSCRIPTION_ACTIVATED", uid=uid, product_id=PLAN, subscription_id=sub_id)
+    )
+    renewed = event_of(
+        build_event(
+            "ON_SUBSCRIPTION_RENEWED",
+            uid=uid,
+            product_id=PLAN,
+            subscription_id=sub_id,
+            billing_cycle_sequence=2,
+        )
+    )
+    for event in (activated, renewed, renewed):
+        await container.core.process(event, component="test")
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 2000
+    assert set(ledger(project(container), uid)) == {
+        f"paynow:sub:{sub_id}:cycle:1",
+        f"paynow:sub:{sub_id}:cycle:2",
+    }
+    sub = doc(project(container), f"users/{uid}/subscriptions/{sub_id}")
+    assert sub is not None
+    assert sub["cyclesCredited"] == 2
+    assert sub["pointsPerCycle"] == 1000
+    canceled = event_of(
+        build_event(
+            "ON_SUBSCRIPTION_CANCELED", uid=uid, product_id=PLAN, subscription_id=sub_id, status="canceled"
+        )
+    )
+    await container.core.process(canceled, component="test")
+    sub = doc(project(container), f"users/{uid}/subscriptions/{sub_id}")
+    assert sub is not None
+    assert sub["status"] == "canceled"
+    assert sub["cyclesCredited"] == 2
+
+
+async def test_refund_reverses_once_and_chargeback_won_recredits_once(container: bootstrap.Container) -> None:
+    uid, order_id = unique("u"), flake_id()
+    await container.core.process(
+        event_of(
+            build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT, order_id=order_id, quantity=2)
+        ),
+        component="test",
+    )
+    refund = event_of(
+        build_event("ON_REFUND", uid=uid, product_id=PRODUCT, order_id=order_id, status="completed")
+    )
+    assert (await container.core.process(refund, component="test")).points == -1000
+    again = event_of(
+        build_event("ON_REFUND", uid=uid, product_id=PRODUCT, order_id=order_id, status="completed")
+    )
+    await container.core.process(again, component="test")
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 0
+    entries = ledger(project(container), uid)
+    assert sum(e["amount"] for e in entries.values()) == 0
+    assert len(entries) == 2
+
+
+async def test_refund_before_its_order_is_transient(container: bootstrap.Container) -> None:
+    refund = event_of(
+        build_event("ON_REFUND", uid="x", product_id=PRODUCT, order_id=flake_id(), status="approved")
+    )
+    outcome = await container.core.process(refund, component="test")
+    assert outcome.status == "transient"
+    assert outcome.reason == "order_not_credited"
+    record = doc(project(container), f"webhookEvents/{refund.event_id}")
+    assert record is None or record.get("status") not in ("processed", "failed_terminal")
+
+
+async def test_chargeback_then_won_recredits_once(container: bootstrap.Container) -> None:
+    uid, order_id = unique("u"), flake_id()
+    await container.core.process(
+        event_of(build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT, order_id=order_id)),
+        component="test",
+    )
+    chargeback = build_event("ON_CHARGEBACK", uid=uid, product_id=PRODUCT, order_id=order_id)
+    await container.core.process(event_of(chargeback), component="test")
+    closed = build_event(
+        "ON_CHARGEBACK_CLOSED", uid=uid, product_id=PRODUCT, order_id=order_id, chargeback_status="won"
+    )
+    closed["body"]["id"] = chargeback["body"]["id"]
+    for _ in range(2):
+        closed["event_id"] = flake_id()
+        await container.core.process(event_of(closed), component="test")
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 500
+    assert len(ledger(project(container), uid)) == 3
