@@ -233,8 +233,8 @@ class FirestoreProcessor:
         order_ref = db.collection("paynowOrders").document(order_id) if order_id else None
         refs += [r for r in (customer_ref, order_ref) if r is not None]
         # One round trip for all three (AsyncTransaction.get_all awaits an async generator and fails).
-        reads = db.get_all(refs, transaction=tx, timeout=self._timeout)
-        snaps = {snap.reference.path: snap async for snap in reads}
+        fetched = db.get_all(refs, transaction=tx, timeout=self._timeout)
+        snaps = {snap.reference.path: snap async for snap in fetched}
 
         def data(ref: Any) -> dict[str, Any] | None:
             snap = snaps.get(ref.path) if ref is not None else None

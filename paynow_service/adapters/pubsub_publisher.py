@@ -73,5 +73,5 @@ class PubSubPublisher:
     async def aclose(self) -> None:
         """Close the channel. Nothing is buffered: every publish was confirmed before its caller answered."""
         if self._client is not None:
-            await self._client.transport.close()
+            await self._client.transport.close()  # type: ignore[no-untyped-call]
             self._client = None
