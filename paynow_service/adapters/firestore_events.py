@@ -18,9 +18,16 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.async_transaction import AsyncTransaction
 
+from paynow_service.adapters.event_codec import decode_event, encode_event
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
-from paynow_service.domain.errors import InvalidEventError, LedgerConflictError, StorageUnavailableError
-from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.errors import (
+    IncompatibleSchemaError,
+    InvalidEventError,
+    LedgerConflictError,
+    MalformedMessageError,
+    StorageUnavailableError,
+)
+from paynow_service.domain.events import SCHEMA_VERSION, PaymentEvent
 from paynow_service.domain.ledger import LedgerResult
 from paynow_service.hookspecs import CreditedEntry
 from paynow_service.service.decide import Decision, EventState, OrderRecord
@@ -85,6 +92,9 @@ class EventRecords:
             "result": None,
             "failureReason": None,
             "expiresAt": now + self._ttl,
+            # The minimal-PII PaymentEvent itself (ids, products, amounts, statuses), so that
+            # `sweep` can publish an event stranded between record and publish.
+            "event": encode_event(event)[0],
         }
         try:
             await self._ref(event.event_id).create(doc, timeout=self._timeout)
@@ -151,6 +161,21 @@ class EventRecords:
     async def reset_to_queued(self, event_id: str) -> None:
         """A replay: the event is queued again (published by the replay itself)."""
         await self.mark(event_id, status="queued", publishedAt=utcnow(), leaseAt=utcnow(), failureReason=None)
+
+    async def stored_event(self, record_id: str) -> PaymentEvent | None:
+        """The PaymentEvent recorded at ingest (None for records without one)."""
+        try:
+            snap = await self._ref(record_id).get(timeout=self._timeout)
+        except _UNAVAILABLE as err:
+            raise StorageUnavailableError(f"webhookEvents read failed: {type(err).__name__}") from err
+        data = snap.to_dict() or {}
+        raw, attributes = data.get("event"), {"schema_version": str(SCHEMA_VERSION)}
+        if not isinstance(raw, bytes):
+            return None
+        try:
+            return decode_event(raw, attributes)
+        except (MalformedMessageError, IncompatibleSchemaError):
+            return None
 
     async def stranded(self, lease_s: int, limit: int) -> list[EventRecord]:
         """Events still `queued` without `publishedAt` whose lease expired."""
