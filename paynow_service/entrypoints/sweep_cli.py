@@ -41,9 +41,7 @@ async def sweep(settings: Settings, *, dry_run: bool, limit: int) -> tuple[int, 
                 "ordering_key": record.ordering_key,
             }
             if dry_run:
-                print(
-                    f"would publish {record.event_id} {record.event_type} (ordering key {record.ordering_key})"
-                )
+                print(f"would publish {record.event_id} {record.event_type} (key {record.ordering_key})")
                 continue
             event = await records.stored_event(record.event_id)
             if event is None:
