@@ -44,6 +44,10 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
         routes.append(Route(PATH, WebhookEndpoint(settings, c.ingest), methods=ALL_METHODS))
     if "push" in settings.http_routes:
         routes.append(_push_route(settings, c))
+    if "metrics" in settings.http_routes:
+        from paynow_service.metrics import metrics_endpoint
+
+        routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if "points" in settings.http_routes:
         from paynow_service.entrypoints.connect_points import build_points_asgi
 

@@ -14,6 +14,7 @@ import time
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
+from paynow_service import metrics
 from paynow_service.config import Settings
 from paynow_service.domain.errors import InvalidEventError
 from paynow_service.domain.events import PaymentEvent
@@ -57,6 +58,11 @@ class WebhookEndpoint:
         self._settings = settings
         self._ingest = ingest
 
+    def _count(self, status: int, outcome: str, started: float) -> None:
+        mode = self._settings.webhook_mode
+        metrics.WEBHOOK_RESPONSES.labels(str(status), mode, outcome).inc()
+        metrics.WEBHOOK_LATENCY.labels(mode).observe(time.perf_counter() - started)
+
     def _reject(
         self, status: int, reason: str, detail: str, started: float, **fields: object
     ) -> JSONResponse:
@@ -69,14 +75,13 @@ class WebhookEndpoint:
             processing_ms=round((time.perf_counter() - started) * 1000, 2),
             **fields,
         )
-        code = {"invalid_signature": "invalid_signature", "invalid_timestamp": "invalid_timestamp"}.get(
-            reason, reason
-        )
-        return _error(status, code, detail)
+        self._count(status, reason, started)
+        return _error(status, reason, detail)
 
     async def __call__(self, request: Request) -> Response:
         started = time.perf_counter()
         if request.method != "POST":
+            self._count(405, "method_not_allowed", started)
             return _error(405, "method_not_allowed", "use POST")
         settings = self._settings
         try:
@@ -86,6 +91,7 @@ class WebhookEndpoint:
                 413, "too_large", f"body exceeds {settings.paynow_max_body_bytes} bytes", started
             )
         except ClientDisconnect:
+            self._count(400, "malformed", started)
             return _error(400, "malformed", "client disconnected before the body was read")
         now_ms = int(time.time() * 1000)
         try:
@@ -130,6 +136,7 @@ class WebhookEndpoint:
             "path": result.path,
             "outcome": result.outcome,
         }
+        self._count(result.status_code, result.outcome, started)
         if result.status_code >= 500:
             log(
                 logger,

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 from typing import Protocol
 
+from paynow_service import metrics
 from paynow_service.domain.errors import StorageUnavailableError, TerminalError
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.logs import log
@@ -136,6 +137,7 @@ class IngestService:
             return IngestResult(503, "unavailable", "none", err.detail)
         if not leased:
             return IngestResult(200, "duplicate", "none")
+        metrics.REDRIVEN.inc()
         return await self._publish_or_fallback(event)
 
     async def _ignore(self, event: PaymentEvent) -> IngestResult:
@@ -156,6 +158,8 @@ class IngestService:
         try:
             await self._publisher.publish_event(event)
         except Exception as err:  # noqa: BLE001 (any publish failure takes the fallback path)
+            metrics.PUBLISH_FAILURES.inc()
+            metrics.FALLBACKS.inc()
             log(
                 logger,
                 logging.WARNING,
@@ -169,6 +173,7 @@ class IngestService:
             )
             return await self._inline(event, "fallback")
         publish_ms = round((time.perf_counter() - started) * 1000, 2)
+        metrics.PUBLISH_LATENCY.observe(publish_ms / 1000)
         try:
             await self._records.mark_published(event.event_id)
         except StorageUnavailableError:

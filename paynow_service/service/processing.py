@@ -19,6 +19,7 @@ from typing import Literal, Protocol
 
 import pluggy
 
+from paynow_service import metrics
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.errors import DomainError, TerminalError, TransientError
 from paynow_service.domain.events import PaymentEvent
@@ -101,6 +102,18 @@ class ProcessingCore:
         delivery_attempt: int | None = None,
         raw: tuple[bytes, Mapping[str, str]] | None = None,
     ) -> Outcome:
+        outcome = await self._process(event, component=component, delivery_attempt=delivery_attempt, raw=raw)
+        metrics.observe_outcome(component, outcome.status, outcome.processing_ms, outcome.points)
+        return outcome
+
+    async def _process(
+        self,
+        event: PaymentEvent,
+        *,
+        component: str,
+        delivery_attempt: int | None = None,
+        raw: tuple[bytes, Mapping[str, str]] | None = None,
+    ) -> Outcome:
         started = time.perf_counter()
 
         def elapsed() -> float:
@@ -163,6 +176,7 @@ class ProcessingCore:
                 event, reason=err.reason, error_class=error_class, detail=err.detail, raw=raw
             )
             await self._events.mark_failed(event.event_id, status, err.reason, err.detail)
+            metrics.DEAD_LETTERS.labels(err.reason, error_class).inc()
         except Exception as dlq_err:  # noqa: BLE001 (not confirmed: the message must come back)
             log(
                 logger,
