@@ -41,7 +41,7 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
     if "webhook" in settings.http_routes:
         from paynow_service.entrypoints.webhook import PATH, WebhookEndpoint
 
-        routes.append(Route(PATH, WebhookEndpoint(settings, c.ingest), methods=ALL_METHODS))
+        routes.append(Route(PATH, WebhookEndpoint(settings, c.ingest).handle, methods=ALL_METHODS))
     if "push" in settings.http_routes:
         routes.append(_push_route(settings, c))
     if "metrics" in settings.http_routes:
@@ -90,7 +90,7 @@ def _push_route(settings: Settings, c: bootstrap.Container) -> Route:
             certs_url=settings.push_certs_url,
         )
     handler = MessageHandler(c.core, PubSubDeadLetters(c.publisher), c.records)
-    return Route(PATH, PushEndpoint(handler, verifier), methods=ALL_METHODS)
+    return Route(PATH, PushEndpoint(handler, verifier).handle, methods=ALL_METHODS)
 
 
 async def _healthz(request: Request) -> Response:

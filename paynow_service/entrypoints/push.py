@@ -48,7 +48,7 @@ class PushEndpoint:
         self._handler = handler
         self._verifier = verifier  # None only with PUSH_AUTH=disabled (emulator)
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         if request.method != "POST":
             return JSONResponse({"error": "method_not_allowed", "detail": "use POST"}, status_code=405)
         if self._verifier is not None:

@@ -78,7 +78,7 @@ class WebhookEndpoint:
         self._count(status, reason, started)
         return _error(status, reason, detail)
 
-    async def __call__(self, request: Request) -> Response:
+    async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         if request.method != "POST":
             self._count(405, "method_not_allowed", started)
