@@ -122,7 +122,8 @@ def _order(
             )
         )
     planned += _extras(event, planned, hooks, catalog)
-    lines = {line.line_id: line for line in order.lines}
+    # Only credited lines: an extra keyed like a skipped subscription/trial line stays an extra.
+    lines = {line.line_id: line for line in order.lines if line.credited_by_order}
     entries: list[EntryRequest] = []
     for credit in planned:
         if credit.points <= 0:
@@ -281,6 +282,8 @@ def _reverse(
                 },
             )
         )
+    if not entries:  # a plugin asked to take back nothing: the order stays credited
+        return Decision(result="no_change", uid=order.uid, order_update=dict(extra), order_id=order_id)
     update = {
         "reversed": [{"entryId": entry_id, "points": amount} for entry_id, amount in taken.items()],
         "reversedBy": by,
@@ -306,7 +309,9 @@ def _recredit(
             entry_id=recredit_entry_id(entry_id),
             uid=order.uid,
             action="credit",
-            amount=amount,
+            # None: the ledger re-credits what the reversal really took (less than planned
+            # when ALLOW_NEGATIVE_BALANCE=false stopped it at zero).
+            amount=None,
             source=SOURCE,
             reversal_of=entry_id,
             metadata={"eventId": event.event_id, "orderId": order_id, "recreditOf": entry_id},
