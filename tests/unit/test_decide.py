@@ -21,7 +21,6 @@ from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.errors import (
     InvalidEventError,
-    InvalidRequestError,
     OrderNotCreditedError,
     TransientError,
     UnknownProductError,
