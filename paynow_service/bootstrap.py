@@ -58,6 +58,7 @@ class Container:
     ingest: IngestService
 
     async def aclose(self) -> None:
+        await self.ingest.drain()
         await self.publisher.aclose()
         self.db.close()  # type: ignore[no-untyped-call]
 

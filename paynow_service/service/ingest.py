@@ -10,11 +10,13 @@ publishes it later). Sync mode processes inline through the same core.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from paynow_service import metrics
 from paynow_service.domain.errors import StorageUnavailableError, TerminalError
@@ -80,6 +82,7 @@ class IngestService:
         self._mode = mode
         self._percent = queue_percent
         self._lease_s = lease_s
+        self._background: set[asyncio.Task[None]] = set()
 
     def uses_queue(self, event: PaymentEvent) -> bool:
         if self._mode != "queue" or self._publisher is None:
@@ -174,18 +177,17 @@ class IngestService:
             return await self._inline(event, "fallback")
         publish_ms = round((time.perf_counter() - started) * 1000, 2)
         metrics.PUBLISH_LATENCY.observe(publish_ms / 1000)
-        try:
-            await self._records.mark_published(event.event_id)
-        except StorageUnavailableError:
-            # Durable in Pub/Sub already; at worst `sweep` publishes it again and the
-            # worker answers "already processed".
-            log(
-                logger,
-                logging.WARNING,
-                "Published but publishedAt not recorded",
-                component=COMPONENT,
-                event_id=event.event_id,
-            )
+        # The event is durable once Pub/Sub confirmed it: record `publishedAt` off the
+        # answer's path. If that write is lost, the record stays `queued` and a later
+        # redelivery or `sweep` publishes it again, which the worker answers "already processed".
+        self._spawn(self._mark_published(event.event_id))
+        log(
+            logger,
+            logging.WARNING,
+            "Published but publishedAt not recorded",
+            component=COMPONENT,
+            event_id=event.event_id,
+        )
         log(
             logger,
             logging.INFO,
@@ -199,6 +201,28 @@ class IngestService:
             publish_ms=publish_ms,
         )
         return IngestResult(200, "queued", "queue")
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _mark_published(self, event_id: str) -> None:
+        try:
+            await self._records.mark_published(event_id)
+        except StorageUnavailableError:
+            log(
+                logger,
+                logging.WARNING,
+                "Published but publishedAt not recorded",
+                component=COMPONENT,
+                event_id=event_id,
+            )
+
+    async def drain(self) -> None:
+        """Finish the background writes (on shutdown)."""
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
 
     async def _inline(self, event: PaymentEvent, path: str) -> IngestResult:
         outcome = await self._core.process(event, component=COMPONENT)

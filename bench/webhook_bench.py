@@ -1,0 +1,209 @@
+"""Webhook answer latency at a fixed open-loop rate, queue and sync mode, beside a same-run floor.
+
+    python bench/webhook_bench.py [--rate 100] [--duration 30] [--modes floor,queue,sync]
+
+Starts both emulators on loopback, applies the topology, then for each mode sends
+signed, realistic ON_ORDER_COMPLETED events (PayNow's shapes, distinct users) at a
+fixed rate for a fixed time, each request on its own schedule (open loop: a slow
+answer does not slow the sender). The floor is a bare script doing the same work as
+the queue-mode webhook with no web framework: one Firestore create and one ordered
+Pub/Sub publish per event, at the same rate. Prints a Markdown table of p50 / p95 /
+p99 with the ratio of each p95 to the floor's. Bounded: stops by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import httpx
+from google.cloud import firestore
+from google.pubsub_v1 import PublisherAsyncClient
+from google.pubsub_v1.types import PubsubMessage
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
+from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
+from paynow_service.config import Settings  # noqa: E402
+from paynow_service.domain.signature import sign  # noqa: E402
+from paynow_service.entrypoints.test_webhook import build_event  # noqa: E402
+from tests.support.processes import ServiceProcess  # noqa: E402
+
+SECRET = "pn-bench-secret"
+PRODUCT = "411486491630370816"
+CATALOG = f'[products."{PRODUCT}"]\npoints = 500\n'
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def open_loop(
+    rate: float, duration: float, one: Callable[[int], Awaitable[bool]]
+) -> tuple[list[float], int]:
+    """Start `one(i)` every 1/rate s for `duration` s; return latencies (ms) and failures."""
+    latencies: list[float] = []
+    failures = 0
+    total = int(rate * duration)
+    start = time.perf_counter()
+
+    async def timed(i: int) -> None:
+        nonlocal failures
+        began = time.perf_counter()
+        try:
+            ok = await asyncio.wait_for(one(i), timeout=30)
+        except Exception:  # every failure is counted, none stops the run
+            ok = False
+        latencies.append((time.perf_counter() - began) * 1000)
+        failures += 0 if ok else 1
+
+    tasks = []
+    for i in range(total):
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(timed(i)))
+    await asyncio.gather(*tasks)
+    return latencies, failures
+
+
+def events(n: int, tag: str) -> list[bytes]:
+    return [
+        json.dumps(
+            build_event("ON_ORDER_COMPLETED", uid=f"bench-{tag}-{i % 500}", product_id=PRODUCT)
+        ).encode()
+        for i in range(n)
+    ]
+
+
+async def run_floor(settings: Settings, rate: float, duration: float) -> tuple[list[float], int]:
+    db = firestore.AsyncClient(project=settings.google_cloud_project)
+    publisher = PublisherAsyncClient()
+    topic = settings.topic_path(settings.pubsub_topic)
+    bodies = events(int(rate * duration), "floor")
+
+    async def one(i: int) -> bool:
+        event = json.loads(bodies[i])
+        await (
+            db.collection("benchFloor")
+            .document(event["event_id"])
+            .create(
+                {"status": "queued", "receivedAt": firestore.SERVER_TIMESTAMP, "payloadHash": "x" * 64},
+                timeout=10,
+            )
+        )
+        await publisher.publish(
+            topic=topic,
+            messages=[
+                PubsubMessage(
+                    data=bodies[i][:200],
+                    attributes={"event_id": event["event_id"]},
+                    ordering_key=event["body"]["checkout"]["metadata"]["uid"],
+                )
+            ],
+            retry=None,
+            timeout=10,
+        )
+        return True
+
+    try:
+        return await open_loop(rate, duration, one)
+    finally:
+        await publisher.transport.close()
+        db.close()
+
+
+async def run_http(url: str, rate: float, duration: float, tag: str) -> tuple[list[float], int]:
+    bodies = events(int(rate * duration), tag)
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+
+        async def one(i: int) -> bool:
+            ts = str(int(time.time() * 1000))
+            response = await client.post(
+                url,
+                content=bodies[i],
+                headers={
+                    "PayNow-Signature": sign(SECRET, ts, bodies[i]),
+                    "PayNow-Timestamp": ts,
+                    "Content-Type": "application/json",
+                },
+            )
+            return 200 <= response.status_code < 300
+
+        await one(0)  # warm the connection
+        return await open_loop(rate, duration, one)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=100, help="events per second (default 100)")
+    parser.add_argument("--duration", type=float, default=30, help="seconds per mode (default 30)")
+    parser.add_argument("--modes", default="floor,queue,sync", help="comma list of floor, queue, sync")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
+    stack = EmulatorStack.start(project="bench", log_dir=workdir)
+    os.environ.update(stack.env())
+    catalog = workdir / "catalog.toml"
+    catalog.write_text(CATALOG)
+    env = {
+        **stack.env(),
+        "PAYNOW_WEBHOOK_SECRETS": SECRET,
+        "PRODUCT_CATALOG": str(catalog),
+        "HTTP_ROUTES": "webhook",
+        "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
+    }
+    settings = Settings.from_env(env)
+    infra = PubSubInfra(settings)
+    infra.apply(desired_topology(settings))
+    infra.close()
+    results: dict[str, tuple[list[float], int]] = {}
+    try:
+        for mode in args.modes.split(","):
+            print(f"running {mode}: {args.rate:g}/s for {args.duration:g} s ...", file=sys.stderr, flush=True)
+            if mode == "floor":
+                results[mode] = asyncio.run(run_floor(settings, args.rate, args.duration))
+                continue
+            port = free_port()
+            server = ServiceProcess(
+                "serve", {**env, "WEBHOOK_MODE": mode, "PORT": str(port)}, workdir, port=port
+            ).wait_ready()
+            try:
+                url = f"http://127.0.0.1:{port}/api/paynow/webhook"
+                results[mode] = asyncio.run(run_http(url, args.rate, args.duration, mode))
+            finally:
+                server.stop()
+    finally:
+        stack.stop()
+    floor_p95 = percentile(results["floor"][0], 95) if "floor" in results else float("nan")
+    print(
+        f"\nWebhook answer latency, {args.rate:g}/s open loop for {args.duration:g} s per mode "
+        f"(one run, both emulators on this machine)\n"
+    )
+    print("| mode | requests | non-2xx | p50 ms | p95 ms | p99 ms | p95 / floor p95 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for mode, (lat, failures) in results.items():
+        p95 = percentile(lat, 95)
+        print(
+            f"| {mode} | {len(lat)} | {failures} | {statistics.median(lat):.2f} | {p95:.2f} | "
+            f"{percentile(lat, 99):.2f} | {p95 / floor_p95:.2f}x |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
