@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# Deploy paynow-service to Google Cloud: APIs, service accounts, IAM, three Cloud Run
+# services from one image (webhook, worker, points), the Pub/Sub topology
+# (`paynow-service infra apply`), the Firestore TTL policy, a scheduled `sweep`, and the
+# monitoring in infra/monitoring. Idempotent: run it again after any change.
+#
+#   PROJECT_ID=my-project REGION=europe-west1 deploy/deploy.sh
+#   DRY_RUN=1 PROJECT_ID=my-project REGION=europe-west1 deploy/deploy.sh   # print, change nothing
+#
+# Every setting is an environment variable; deploy/README.md lists them all.
+set -euo pipefail
+
+usage() {
+  cat >&2 <<'EOF'
+usage: PROJECT_ID=<project> REGION=<region> [IMAGE=<image>] [other settings] deploy/deploy.sh
+  PROJECT_ID  Google Cloud project id (required), e.g. acme-payments-prod
+  REGION      Cloud Run / Artifact Registry region (required), e.g. europe-west1
+  See deploy/README.md for IMAGE, service names, WEBHOOK_MODE, POINTS_ALLOWED_CALLERS, DRY_RUN ...
+EOF
+}
+
+die() {
+  printf 'deploy.sh: %s\n' "$*" >&2
+  exit 2
+}
+
+# ---- 1. settings, validated before any gcloud call ----------------------------------------
+PROJECT_ID="${PROJECT_ID:-}"
+REGION="${REGION:-}"
+if [[ -z "$PROJECT_ID" || -z "$REGION" ]]; then
+  usage
+  [[ -n "$PROJECT_ID" ]] || die "PROJECT_ID is required (the Google Cloud project to deploy to)"
+  die "REGION is required (e.g. europe-west1)"
+fi
+[[ "$PROJECT_ID" =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] \
+  || die "PROJECT_ID='$PROJECT_ID' is not a project id: 6-30 characters, lowercase letters, digits, hyphens"
+[[ "$REGION" =~ ^[a-z]+(-[a-z]+)+[0-9]+$ ]] || die "REGION='$REGION' is not a region (e.g. europe-west1)"
+
+DRY_RUN="${DRY_RUN:-0}"
+AR_REPOSITORY="${AR_REPOSITORY:-paynow}"
+IMAGE_TAG="${IMAGE_TAG:-latest}"
+IMAGE="${IMAGE:-${REGION}-docker.pkg.dev/${PROJECT_ID}/${AR_REPOSITORY}/paynow-service:${IMAGE_TAG}}"
+BUILD_IMAGE="${BUILD_IMAGE:-0}"
+
+WEBHOOK_SERVICE="${WEBHOOK_SERVICE:-paynow-webhook}"
+WORKER_SERVICE="${WORKER_SERVICE:-paynow-worker}"
+POINTS_SERVICE="${POINTS_SERVICE:-paynow-points}"
+SWEEP_JOB="${SWEEP_JOB:-paynow-sweep}"
+INFRA_JOB="${INFRA_JOB:-paynow-infra}"
+
+WEBHOOK_SA_NAME="${WEBHOOK_SA_NAME:-paynow-webhook}"
+WORKER_SA_NAME="${WORKER_SA_NAME:-paynow-worker}"
+POINTS_SA_NAME="${POINTS_SA_NAME:-paynow-points}"
+PUSH_SA_NAME="${PUSH_SA_NAME:-paynow-push-invoker}"
+SCHEDULER_SA_NAME="${SCHEDULER_SA_NAME:-paynow-scheduler}"
+INFRA_SA_NAME="${INFRA_SA_NAME:-paynow-infra}"
+
+PUBSUB_TOPIC="${PUBSUB_TOPIC:-paynow-events}"
+PUBSUB_DLQ_TOPIC="${PUBSUB_DLQ_TOPIC:-paynow-events-dlq}"
+PUBSUB_SUBSCRIPTION="${PUBSUB_SUBSCRIPTION:-paynow-events-sub}"
+PUBSUB_DLQ_SUBSCRIPTION="${PUBSUB_DLQ_SUBSCRIPTION:-paynow-events-dlq-sub}"
+MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-5}"
+
+WEBHOOK_SECRET="${WEBHOOK_SECRET:-paynow-webhook-secrets}"
+CATALOG_SECRET="${CATALOG_SECRET-paynow-product-catalog}"
+CATALOG_PATH="/etc/paynow/catalog.toml"
+PAYNOW_STORE_ID="${PAYNOW_STORE_ID:-}"
+WEBHOOK_MODE="${WEBHOOK_MODE:-}"
+WEBHOOK_QUEUE_PERCENT="${WEBHOOK_QUEUE_PERCENT:-}"
+WEBHOOK_MIN_INSTANCES="${WEBHOOK_MIN_INSTANCES:-1}"
+WORKER_MAX_INSTANCES="${WORKER_MAX_INSTANCES:-10}"
+POINTS_ALLOWED_CALLERS="${POINTS_ALLOWED_CALLERS:-}"
+GRPC_PORT=50051
+FIRESTORE_LOCATION="${FIRESTORE_LOCATION:-}"
+INFRA_RUNNER="${INFRA_RUNNER:-local}"
+PAYNOW_CLI="${PAYNOW_CLI:-paynow-service}"
+SWEEP_SCHEDULE="${SWEEP_SCHEDULE-*/15 * * * *}"
+MONITORING="${MONITORING:-1}"
+NOTIFICATION_CHANNELS="${NOTIFICATION_CHANNELS:-}"
+
+[[ "$DRY_RUN" == 0 || "$DRY_RUN" == 1 ]] || die "DRY_RUN='$DRY_RUN': use 0 or 1"
+[[ "$BUILD_IMAGE" == 0 || "$BUILD_IMAGE" == 1 ]] || die "BUILD_IMAGE='$BUILD_IMAGE': use 0 or 1"
+[[ "$MONITORING" == 0 || "$MONITORING" == 1 ]] || die "MONITORING='$MONITORING': use 0 or 1"
+[[ -z "$WEBHOOK_MODE" || "$WEBHOOK_MODE" == sync || "$WEBHOOK_MODE" == queue ]] \
+  || die "WEBHOOK_MODE='$WEBHOOK_MODE': use sync or queue (or leave it unset to keep the deployed value)"
+# in_range VALUE LOW HIGH: a decimal integer within [LOW, HIGH].
+in_range() { [[ "$1" =~ ^[0-9]{1,3}$ ]] && ((10#$1 >= $2 && 10#$1 <= $3)); }
+if [[ -n "$WEBHOOK_QUEUE_PERCENT" ]] && ! in_range "$WEBHOOK_QUEUE_PERCENT" 0 100; then
+  die "WEBHOOK_QUEUE_PERCENT='$WEBHOOK_QUEUE_PERCENT': use 0..100"
+fi
+in_range "$MAX_DELIVERY_ATTEMPTS" 5 100 || die "MAX_DELIVERY_ATTEMPTS='$MAX_DELIVERY_ATTEMPTS': use 5..100"
+case "$INFRA_RUNNER" in local | job | skip) ;; *) die "INFRA_RUNNER='$INFRA_RUNNER': use local, job or skip" ;; esac
+for name in WEBHOOK_SERVICE WORKER_SERVICE POINTS_SERVICE SWEEP_JOB INFRA_JOB; do
+  [[ "${!name}" =~ ^[a-z]([a-z0-9-]{0,47}[a-z0-9])?$ ]] || die "$name='${!name}' is not a Cloud Run name"
+done
+for name in WEBHOOK_SA_NAME WORKER_SA_NAME POINTS_SA_NAME PUSH_SA_NAME SCHEDULER_SA_NAME INFRA_SA_NAME; do
+  [[ "${!name}" =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || die "$name='${!name}' is not a service account id (6-30 chars)"
+done
+for name in PUBSUB_TOPIC PUBSUB_DLQ_TOPIC PUBSUB_SUBSCRIPTION PUBSUB_DLQ_SUBSCRIPTION; do
+  [[ "${!name}" =~ ^[A-Za-z][A-Za-z0-9._~+%-]{2,254}$ ]] || die "$name='${!name}' is not a Pub/Sub id"
+done
+if [[ "$DRY_RUN" == 0 ]]; then
+  command -v gcloud > /dev/null || die "gcloud is not installed (https://cloud.google.com/sdk)"
+  if [[ "$INFRA_RUNNER" == local ]]; then
+    command -v "$PAYNOW_CLI" > /dev/null \
+      || die "INFRA_RUNNER=local needs '$PAYNOW_CLI' on PATH (make install; PAYNOW_CLI=.venv/bin/paynow-service), or use INFRA_RUNNER=job"
+  fi
+fi
+
+REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+export CLOUDSDK_CORE_DISABLE_PROMPTS=1
+
+# ---- helpers --------------------------------------------------------------------------------
+step() { printf '\n==> %s\n' "$*" >&2; }
+note() { printf '    %s\n' "$*" >&2; }
+
+# run CMD...: run it, or print it (shell-quoted, on the script's stdout even where the
+# command's own output is discarded) with DRY_RUN=1.
+exec 3>&1
+run() {
+  if [[ "$DRY_RUN" == 1 ]]; then
+    {
+      printf '+'
+      printf ' %q' "$@"
+      printf '\n'
+    } >&3
+  else
+    "$@"
+  fi
+}
+
+gc() { run gcloud "$@" --project="$PROJECT_ID" --quiet; }
+
+# exists CMD...: true when a read-only gcloud call succeeds (never true in a dry run).
+exists() {
+  [[ "$DRY_RUN" == 0 ]] || return 1
+  gcloud "$@" --project="$PROJECT_ID" --quiet > /dev/null 2>&1
+}
+
+# read_value PLACEHOLDER CMD...: the output of a read-only gcloud call (the placeholder in a dry run).
+read_value() {
+  local placeholder="$1"
+  shift
+  if [[ "$DRY_RUN" == 1 ]]; then
+    printf '%s' "$placeholder"
+  else
+    gcloud "$@" --project="$PROJECT_ID" --quiet
+  fi
+}
+
+sa_email() { printf '%s@%s.iam.gserviceaccount.com' "$1" "$PROJECT_ID"; }
+
+ensure_sa() {
+  local name="$1" description="$2"
+  if exists iam service-accounts describe "$(sa_email "$name")"; then
+    note "service account $(sa_email "$name") exists"
+  else
+    gc iam service-accounts create "$name" --display-name="$description"
+  fi
+}
+
+project_role() {
+  gc projects add-iam-policy-binding "$PROJECT_ID" --member="$1" --role="$2" --condition=None > /dev/null
+}
+
+require_secret() {
+  local secret="$1" what="$2"
+  if [[ "$DRY_RUN" == 0 ]] && ! exists secrets describe "$secret"; then
+    die "Secret Manager secret '$secret' ($what) does not exist. Create it without putting the value in your shell history, e.g.:
+    gcloud secrets create $secret --project=\$PROJECT_ID --replication-policy=automatic --data-file=FILE"
+  fi
+}
+
+# env_flag K=V ...: one --update-env-vars value; '|' separates pairs so values may hold commas.
+env_flag() {
+  local IFS='|'
+  printf -- '--update-env-vars=^|^%s' "$*"
+}
+
+# ---- 2. APIs, project number, Firestore ----------------------------------------------------
+step "Enabling APIs"
+gc services enable run.googleapis.com pubsub.googleapis.com firestore.googleapis.com \
+  secretmanager.googleapis.com iam.googleapis.com iamcredentials.googleapis.com \
+  artifactregistry.googleapis.com cloudbuild.googleapis.com cloudscheduler.googleapis.com \
+  logging.googleapis.com monitoring.googleapis.com
+
+PROJECT_NUMBER="$(read_value PROJECT_NUMBER projects describe "$PROJECT_ID" --format='value(projectNumber)')"
+PUBSUB_AGENT="service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
+# Cloud Run's deterministic URLs: known before the first deploy, so the audiences can be set at once.
+WORKER_URL="https://${WORKER_SERVICE}-${PROJECT_NUMBER}.${REGION}.run.app"
+POINTS_URL="https://${POINTS_SERVICE}-${PROJECT_NUMBER}.${REGION}.run.app"
+PUSH_ENDPOINT="${WORKER_URL}/api/tasks/paynow/process"
+PUSH_AUDIENCE="${PUSH_AUDIENCE:-$WORKER_URL}"
+POINTS_AUDIENCE="${POINTS_AUDIENCE:-$POINTS_URL}"
+
+step "Firestore"
+if exists firestore databases describe --database='(default)'; then
+  note "database (default) exists"
+elif [[ -n "$FIRESTORE_LOCATION" ]]; then
+  gc firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" --type=firestore-native
+elif [[ "$DRY_RUN" == 0 ]]; then
+  die "the project has no Firestore (default) database: set FIRESTORE_LOCATION (e.g. eur3) to create it"
+fi
+
+# ---- 3. image --------------------------------------------------------------------------------
+if [[ "$BUILD_IMAGE" == 1 ]]; then
+  step "Building $IMAGE with Cloud Build"
+  if ! exists artifacts repositories describe "$AR_REPOSITORY" --location="$REGION"; then
+    gc artifacts repositories create "$AR_REPOSITORY" --location="$REGION" --repository-format=docker
+  fi
+  gc builds submit "$REPO_ROOT" --tag="$IMAGE" --region="$REGION"
+fi
+
+# ---- 4. secrets, service accounts, project-level IAM -----------------------------------------
+step "Secrets"
+require_secret "$WEBHOOK_SECRET" "PAYNOW_WEBHOOK_SECRETS: comma list of PayNow webhook secrets"
+if [[ -n "$CATALOG_SECRET" ]]; then
+  require_secret "$CATALOG_SECRET" "PRODUCT_CATALOG: the TOML product catalog"
+else
+  note "CATALOG_SECRET is empty: no PRODUCT_CATALOG mounted (only outside plugins map products)"
+fi
+
+step "Service accounts"
+WEBHOOK_SA="$(sa_email "$WEBHOOK_SA_NAME")"
+WORKER_SA="$(sa_email "$WORKER_SA_NAME")"
+POINTS_SA="$(sa_email "$POINTS_SA_NAME")"
+PUSH_SA="$(sa_email "$PUSH_SA_NAME")"
+SCHEDULER_SA="$(sa_email "$SCHEDULER_SA_NAME")"
+INFRA_SA="$(sa_email "$INFRA_SA_NAME")"
+ensure_sa "$WEBHOOK_SA_NAME" "paynow webhook (records and publishes events)"
+ensure_sa "$WORKER_SA_NAME" "paynow worker (credits wallets)"
+ensure_sa "$POINTS_SA_NAME" "paynow PointsService"
+ensure_sa "$PUSH_SA_NAME" "paynow Pub/Sub push invoker (OIDC identity of pushes)"
+[[ -z "$SWEEP_SCHEDULE" ]] || ensure_sa "$SCHEDULER_SA_NAME" "paynow scheduler (runs the sweep job)"
+[[ "$INFRA_RUNNER" != job ]] || ensure_sa "$INFRA_SA_NAME" "paynow infra apply job"
+
+step "Project-level roles"
+for sa in "$WEBHOOK_SA" "$WORKER_SA" "$POINTS_SA"; do
+  project_role "serviceAccount:$sa" roles/datastore.user
+done
+if [[ "$INFRA_RUNNER" == job ]]; then
+  project_role "serviceAccount:$INFRA_SA" roles/pubsub.editor
+  project_role "serviceAccount:$INFRA_SA" roles/datastore.indexAdmin
+  # Setting the push subscription's OIDC identity means acting as the push invoker.
+  gc iam service-accounts add-iam-policy-binding "$PUSH_SA" \
+    --member="serviceAccount:$INFRA_SA" --role=roles/iam.serviceAccountUser > /dev/null
+fi
+
+step "Secret access"
+gc secrets add-iam-policy-binding "$WEBHOOK_SECRET" \
+  --member="serviceAccount:$WEBHOOK_SA" --role=roles/secretmanager.secretAccessor > /dev/null
+if [[ -n "$CATALOG_SECRET" ]]; then
+  for sa in "$WEBHOOK_SA" "$WORKER_SA"; do
+    gc secrets add-iam-policy-binding "$CATALOG_SECRET" \
+      --member="serviceAccount:$sa" --role=roles/secretmanager.secretAccessor > /dev/null
+  done
+fi
+
+step "Pub/Sub service agent: may mint OIDC tokens for pushes"
+# Make sure the agent exists (a fresh project creates it lazily).
+gc beta services identity create --service=pubsub.googleapis.com > /dev/null
+gc iam service-accounts add-iam-policy-binding "$PUSH_SA" \
+  --member="serviceAccount:$PUBSUB_AGENT" --role=roles/iam.serviceAccountTokenCreator > /dev/null
+
+# ---- 5. Cloud Run services (one image) ---------------------------------------------------------
+common_env=(
+  "GOOGLE_CLOUD_PROJECT=$PROJECT_ID"
+  "PUBSUB_TOPIC=$PUBSUB_TOPIC"
+  "PUBSUB_DLQ_TOPIC=$PUBSUB_DLQ_TOPIC"
+  "PUBSUB_SUBSCRIPTION=$PUBSUB_SUBSCRIPTION"
+  "PUBSUB_DLQ_SUBSCRIPTION=$PUBSUB_DLQ_SUBSCRIPTION"
+  "MAX_DELIVERY_ATTEMPTS=$MAX_DELIVERY_ATTEMPTS"
+)
+catalog_env=()
+catalog_secret=()
+if [[ -n "$CATALOG_SECRET" ]]; then
+  catalog_env=("PRODUCT_CATALOG=$CATALOG_PATH")
+  catalog_secret=("--update-secrets=${CATALOG_PATH}=${CATALOG_SECRET}:latest")
+fi
+
+step "Cloud Run: $WORKER_SERVICE (Pub/Sub push endpoint, private)"
+gc run deploy "$WORKER_SERVICE" --image="$IMAGE" --region="$REGION" \
+  --service-account="$WORKER_SA" --no-allow-unauthenticated --args=serve \
+  "$(env_flag "${common_env[@]}" ${catalog_env[@]+"${catalog_env[@]}"} HTTP_ROUTES=push \
+    "PUSH_AUDIENCE=$PUSH_AUDIENCE" "PUSH_SERVICE_ACCOUNT=$PUSH_SA")" \
+  ${catalog_secret[@]+"${catalog_secret[@]}"} --timeout=600 --concurrency=32 --min-instances=0 \
+  --max-instances="$WORKER_MAX_INSTANCES"
+gc run services add-iam-policy-binding "$WORKER_SERVICE" --region="$REGION" \
+  --member="serviceAccount:$PUSH_SA" --role=roles/run.invoker > /dev/null
+
+step "Cloud Run: $WEBHOOK_SERVICE (PayNow webhook, public)"
+webhook_env=("${common_env[@]}" ${catalog_env[@]+"${catalog_env[@]}"} HTTP_ROUTES=webhook)
+[[ -z "$PAYNOW_STORE_ID" ]] || webhook_env+=("PAYNOW_STORE_ID=$PAYNOW_STORE_ID")
+if [[ -n "$WEBHOOK_MODE" ]]; then
+  webhook_env+=("WEBHOOK_MODE=$WEBHOOK_MODE")
+elif exists run services describe "$WEBHOOK_SERVICE" --region="$REGION"; then
+  note "WEBHOOK_MODE unset: keeping the deployed value (a rollback to sync stays in place)"
+else
+  webhook_env+=(WEBHOOK_MODE=sync)
+  note "new service: WEBHOOK_MODE=sync; cut over with WEBHOOK_MODE=queue WEBHOOK_QUEUE_PERCENT=10 (docs/runbook.md)"
+fi
+[[ -z "$WEBHOOK_QUEUE_PERCENT" ]] || webhook_env+=("WEBHOOK_QUEUE_PERCENT=$WEBHOOK_QUEUE_PERCENT")
+gc run deploy "$WEBHOOK_SERVICE" --image="$IMAGE" --region="$REGION" \
+  --service-account="$WEBHOOK_SA" --allow-unauthenticated --args=serve \
+  "$(env_flag "${webhook_env[@]}")" \
+  "--update-secrets=PAYNOW_WEBHOOK_SECRETS=${WEBHOOK_SECRET}:latest" ${catalog_secret[@]+"${catalog_secret[@]}"} \
+  --timeout=30 --min-instances="$WEBHOOK_MIN_INSTANCES" --cpu-boost
+
+step "Cloud Run: $POINTS_SERVICE (PointsService gRPC, private)"
+if [[ -z "$POINTS_ALLOWED_CALLERS" ]]; then
+  note "POINTS_ALLOWED_CALLERS is empty: $POINTS_SERVICE skipped (it refuses to start without callers)"
+else
+  gc run deploy "$POINTS_SERVICE" --image="$IMAGE" --region="$REGION" \
+    --service-account="$POINTS_SA" --no-allow-unauthenticated --args=grpc --use-http2 \
+    --port="$GRPC_PORT" \
+    "$(env_flag "${common_env[@]}" "GRPC_PORT=$GRPC_PORT" "POINTS_AUDIENCE=$POINTS_AUDIENCE" \
+      "POINTS_ALLOWED_CALLERS=$POINTS_ALLOWED_CALLERS")"
+  IFS=',' read -r -a callers <<< "$POINTS_ALLOWED_CALLERS"
+  for caller in "${callers[@]}"; do
+    caller="${caller// /}"
+    [[ -n "$caller" ]] || continue
+    kind=user
+    [[ "$caller" != *.gserviceaccount.com ]] || kind=serviceAccount
+    gc run services add-iam-policy-binding "$POINTS_SERVICE" --region="$REGION" \
+      --member="$kind:$caller" --role=roles/run.invoker > /dev/null
+  done
+fi
+
+# ---- 6. Pub/Sub topology (and on GCP the topic schema and TTL policy) ------------------------
+step "Pub/Sub topics and subscriptions: paynow-service infra apply --push-endpoint $PUSH_ENDPOINT"
+infra_env=("${common_env[@]}" "PUSH_AUDIENCE=$PUSH_AUDIENCE" "PUSH_SERVICE_ACCOUNT=$PUSH_SA")
+case "$INFRA_RUNNER" in
+  local)
+    # Application Default Credentials of the person deploying (gcloud auth application-default login).
+    run env "${infra_env[@]}" "$PAYNOW_CLI" infra apply --push-endpoint "$PUSH_ENDPOINT"
+    ;;
+  job)
+    gc run jobs deploy "$INFRA_JOB" --image="$IMAGE" --region="$REGION" \
+      --service-account="$INFRA_SA" --max-retries=0 --task-timeout=600 \
+      "--args=infra,apply,--push-endpoint,$PUSH_ENDPOINT" "$(env_flag "${infra_env[@]}")"
+    gc run jobs execute "$INFRA_JOB" --region="$REGION" --wait
+    ;;
+  skip)
+    note "INFRA_RUNNER=skip: run it yourself, then run this script again for the topic IAM bindings:"
+    note "  env ${infra_env[*]} paynow-service infra apply --push-endpoint $PUSH_ENDPOINT"
+    ;;
+esac
+
+step "Topic and subscription IAM (the topics exist now)"
+topic_role() {
+  gc pubsub topics add-iam-policy-binding "$1" --member="$2" --role=roles/pubsub.publisher > /dev/null
+}
+topic_role "$PUBSUB_TOPIC" "serviceAccount:$WEBHOOK_SA"
+# /readyz in queue mode reads the topic (pubsub.topics.get).
+gc pubsub topics add-iam-policy-binding "$PUBSUB_TOPIC" \
+  --member="serviceAccount:$WEBHOOK_SA" --role=roles/pubsub.viewer > /dev/null
+# The sync path and the worker dead-letter terminal failures themselves.
+topic_role "$PUBSUB_DLQ_TOPIC" "serviceAccount:$WEBHOOK_SA"
+topic_role "$PUBSUB_DLQ_TOPIC" "serviceAccount:$WORKER_SA"
+# Pub/Sub forwards a message after MAX_DELIVERY_ATTEMPTS: it must publish to the DLQ and ack the source.
+topic_role "$PUBSUB_DLQ_TOPIC" "serviceAccount:$PUBSUB_AGENT"
+gc pubsub subscriptions add-iam-policy-binding "$PUBSUB_SUBSCRIPTION" \
+  --member="serviceAccount:$PUBSUB_AGENT" --role=roles/pubsub.subscriber > /dev/null
+
+# ---- 7. Firestore TTL (also done by infra apply on GCP; harmless twice) ----------------------
+step "Firestore TTL policy on webhookEvents.expiresAt"
+gc firestore fields ttls update expiresAt --collection-group=webhookEvents --database='(default)' \
+  --enable-ttl --async
+
+# ---- 8. scheduled sweep ------------------------------------------------------------------------
+if [[ -n "$SWEEP_SCHEDULE" ]]; then
+  step "Cloud Run job $SWEEP_JOB (paynow-service sweep) on schedule '$SWEEP_SCHEDULE'"
+  # sweep does what the webhook does (publish recorded events): same identity.
+  gc run jobs deploy "$SWEEP_JOB" --image="$IMAGE" --region="$REGION" \
+    --service-account="$WEBHOOK_SA" --args=sweep --max-retries=0 --task-timeout=600 \
+    "$(env_flag "${common_env[@]}")"
+  gc run jobs add-iam-policy-binding "$SWEEP_JOB" --region="$REGION" \
+    --member="serviceAccount:$SCHEDULER_SA" --role=roles/run.invoker > /dev/null
+  sweep_uri="https://run.googleapis.com/v2/projects/${PROJECT_ID}/locations/${REGION}/jobs/${SWEEP_JOB}:run"
+  scheduler=(--location="$REGION" --schedule="$SWEEP_SCHEDULE" --uri="$sweep_uri" --http-method=POST
+    --oauth-service-account-email="$SCHEDULER_SA")
+  if exists scheduler jobs describe "$SWEEP_JOB" --location="$REGION"; then
+    gc scheduler jobs update http "$SWEEP_JOB" "${scheduler[@]}"
+  else
+    gc scheduler jobs create http "$SWEEP_JOB" "${scheduler[@]}"
+  fi
+else
+  note "SWEEP_SCHEDULE is empty: no scheduled sweep (run \`paynow-service sweep\` by hand)"
+fi
+
+# ---- 9. monitoring -----------------------------------------------------------------------------
+if [[ "$MONITORING" == 1 ]]; then
+  step "Log-based metrics, alert policies, dashboard (infra/monitoring)"
+  monitoring="$REPO_ROOT/infra/monitoring"
+  rendered="$(mktemp -d)"
+  trap 'rm -rf "$rendered"' EXIT
+  for file in "$monitoring"/metrics/*.json; do
+    metric="$(basename "$file" .json)"
+    if exists logging metrics describe "$metric"; then
+      gc logging metrics update "$metric" --config-from-file="$file"
+    else
+      gc logging metrics create "$metric" --config-from-file="$file"
+    fi
+  done
+  for file in "$monitoring"/alerts/*.json "$monitoring"/dashboards/*.json; do
+    # The files name the default subscriptions and services; follow the names chosen here.
+    out="$rendered/$(basename "$(dirname "$file")")-$(basename "$file")"
+    sed -e "s/subscription_id=\\\\\"paynow-events-sub\\\\\"/subscription_id=\\\\\"${PUBSUB_SUBSCRIPTION}\\\\\"/g" \
+      -e "s/subscription_id=\\\\\"paynow-events-dlq-sub\\\\\"/subscription_id=\\\\\"${PUBSUB_DLQ_SUBSCRIPTION}\\\\\"/g" \
+      -e "s/service_name=\\\\\"paynow-webhook\\\\\"/service_name=\\\\\"${WEBHOOK_SERVICE}\\\\\"/g" \
+      -e "s/service_name=\\\\\"paynow-worker\\\\\"/service_name=\\\\\"${WORKER_SERVICE}\\\\\"/g" \
+      "$file" > "$out"
+    display="$(sed -n 's/^  "displayName": "\(.*\)",$/\1/p' "$out")"
+    if [[ "$file" == */alerts/* ]]; then
+      existing="$(read_value "" alpha monitoring policies list \
+        --filter="displayName=\"$display\"" --format='value(name)' --limit=1)"
+      if [[ -n "$existing" ]]; then
+        gc alpha monitoring policies update "$existing" --policy-from-file="$out" \
+          ${NOTIFICATION_CHANNELS:+"--set-notification-channels=$NOTIFICATION_CHANNELS"}
+      else
+        gc alpha monitoring policies create --policy-from-file="$out" \
+          ${NOTIFICATION_CHANNELS:+"--notification-channels=$NOTIFICATION_CHANNELS"}
+      fi
+    else
+      existing="$(read_value "" monitoring dashboards list \
+        --filter="displayName=\"$display\"" --format='value(name)' --limit=1)"
+      if [[ -n "$existing" ]]; then
+        gc monitoring dashboards update "$existing" --config-from-file="$out"
+      else
+        gc monitoring dashboards create --config-from-file="$out"
+      fi
+    fi
+  done
+  [[ -n "$NOTIFICATION_CHANNELS" ]] \
+    || note "NOTIFICATION_CHANNELS is empty: the alert policies notify nobody until you add channels"
+fi
+
+# ---- done --------------------------------------------------------------------------------------
+WEBHOOK_URL="$(read_value "https://${WEBHOOK_SERVICE}-${PROJECT_NUMBER}.${REGION}.run.app" \
+  run services describe "$WEBHOOK_SERVICE" --region="$REGION" --format='value(status.url)')"
+step "Deployed"
+note "PayNow webhook URL: ${WEBHOOK_URL}/api/paynow/webhook"
+note "worker push endpoint: $PUSH_ENDPOINT (audience $PUSH_AUDIENCE, account $PUSH_SA)"
+[[ -z "$POINTS_ALLOWED_CALLERS" ]] || note "PointsService: $POINTS_URL (gRPC, audience $POINTS_AUDIENCE)"
+note "next: check /readyz, send a test webhook, then follow docs/runbook.md to cut over to queue mode"
