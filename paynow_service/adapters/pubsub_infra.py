@@ -35,6 +35,9 @@ class InfraOverrides:
     min_backoff_s: int | None = None
     max_backoff_s: int | None = None
     push_endpoint: str | None = None
+    # Switching an existing push subscription to pull must be asked for explicitly:
+    # without --push-endpoint or --pull, apply leaves the delivery type as it is.
+    pull: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class SubscriptionSpec:
     max_delivery_attempts: int = 0
     min_backoff_s: int | None = None
     max_backoff_s: int | None = None
-    push_endpoint: str = ""
+    push_endpoint: str | None = ""  # None: keep the existing delivery type (push or pull)
     push_service_account: str = ""
     push_audience: str = ""
 
@@ -92,7 +95,7 @@ def desired_topology(settings: Settings, overrides: InfraOverrides | None = None
         max_delivery_attempts=settings.max_delivery_attempts,
         min_backoff_s=o.min_backoff_s if o.min_backoff_s is not None else 10,
         max_backoff_s=o.max_backoff_s if o.max_backoff_s is not None else 600,
-        push_endpoint=o.push_endpoint or "",
+        push_endpoint=o.push_endpoint or ("" if o.pull else None),
         push_service_account=settings.push_service_account if o.push_endpoint else "",
         push_audience=(settings.push_audience or (o.push_endpoint or "")) if o.push_endpoint else "",
     )
@@ -227,7 +230,8 @@ class PubSubInfra:
             compare(
                 "retry_policy.maximum_backoff", _seconds(sub.retry_policy.maximum_backoff), spec.max_backoff_s
             )
-        compare("push_config.push_endpoint", sub.push_config.push_endpoint, spec.push_endpoint)
+        if spec.push_endpoint is not None:
+            compare("push_config.push_endpoint", sub.push_config.push_endpoint, spec.push_endpoint)
         if spec.push_endpoint and spec.push_service_account:
             compare(
                 "push_config.oidc_token.service_account_email",

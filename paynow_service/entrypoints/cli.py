@@ -85,7 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     infra = add("infra", _cmd_infra, "create or show the Pub/Sub topics and subscriptions")
     infra.add_argument("action", choices=["apply", "plan"])
-    infra.add_argument("--push-endpoint", help="make the main subscription push to this URL (default: pull)")
+    delivery = infra.add_mutually_exclusive_group()
+    delivery.add_argument("--push-endpoint", help="make the main subscription push to this URL")
+    delivery.add_argument(
+        "--pull",
+        action="store_true",
+        help="make the main subscription pull (an existing push subscription is otherwise kept)",
+    )
     infra.add_argument("--ack-deadline", type=int, help="override the 600 s ack deadline (tests)")
     infra.add_argument("--min-backoff", type=int, help="override the 10 s minimum retry backoff (tests)")
     infra.add_argument("--max-backoff", type=int, help="override the 600 s maximum retry backoff (tests)")

@@ -97,10 +97,14 @@ def test_overrides_and_push_endpoint(emulator_settings: Settings) -> None:
     try:
         infra.apply(desired_topology(emulator_settings, overrides))
         assert infra.plan(desired_topology(emulator_settings, overrides)) == []
-        # Back to pull with the design's values: an update, never a recreate.
-        back = infra.plan(desired_topology(emulator_settings))
-        assert [c.action for c in back] == ["update"]
-        infra.apply(desired_topology(emulator_settings))
+        # Without --pull the push endpoint is kept (only the overridden values change back).
+        kept = infra.plan(desired_topology(emulator_settings))
+        assert [c.action for c in kept] == ["update"]
+        assert not any("push_endpoint" in d for d in kept[0].details)
+        # Back to pull, asked for explicitly: an update, never a recreate.
+        back = infra.plan(desired_topology(emulator_settings, InfraOverrides(pull=True)))
+        assert any("push_config.push_endpoint" in d for d in back[0].details)
+        infra.apply(desired_topology(emulator_settings, InfraOverrides(pull=True)))
     finally:
         infra.close()
     sub = _read_subscription(emulator_settings, emulator_settings.pubsub_subscription)
