@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from paynow_service.adapters.oidc import PermissionDeniedError, UnauthenticatedError
+from paynow_service.adapters.oidc import CertsUnavailableError, PermissionDeniedError, UnauthenticatedError
 from paynow_service.entrypoints.message_handler import COMPONENT, MessageHandler
 from paynow_service.logs import log
 
@@ -70,6 +70,18 @@ class PushEndpoint:
                 log(logger, logging.WARNING, "Push refused - wrong account", component=COMPONENT)
                 return JSONResponse(
                     {"error": "permission_denied", "detail": "token of another account"}, status_code=403
+                )
+            except CertsUnavailableError:
+                # Google's certs are unreachable: the message must come back, not be refused.
+                log(
+                    logger,
+                    logging.WARNING,
+                    "Transient failure - will retry",
+                    component=COMPONENT,
+                    reason="certs_unavailable",
+                )
+                return JSONResponse(
+                    {"error": "retry", "detail": "signing certs unavailable"}, status_code=503
                 )
         body = await request.body()
         data, attributes, message_id, attempt, problem = self._unwrap(body)
