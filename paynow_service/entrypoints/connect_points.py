@@ -1,0 +1,94 @@
+"""PointsService over Connect (binary protobuf and proto3 JSON), mounted in the HTTP app.
+
+    path, app = build_points_asgi(settings, PointsCore(container.ledger))
+    routes.append(Mount(path, app=app))
+
+Authentication is a metadata interceptor, so a refused caller is answered before its
+body is even read; the verified caller travels to the handler in `CALLER`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import Token
+from typing import Any
+
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
+from connectrpc.request import RequestContext
+from starlette.types import ASGIApp
+
+from paynow_service.config import Settings
+from paynow_service.entrypoints.points_api import (
+    CALLER,
+    Authenticator,
+    PointsApi,
+    points_authenticator,
+    status_for,
+)
+from paynow_service.gen.paynow.points.v1.points_service_connect import PointsServiceASGIApplication
+from paynow_service.logs import log
+from paynow_service.service.points import PointsCore, PointsLedger
+
+logger = logging.getLogger("paynow_service.connect")
+COMPONENT = "points_connect"
+
+
+class ConnectAuth:
+    """A connectrpc MetadataInterceptor: verifies the caller before the request is read."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    async def on_start(self, ctx: RequestContext[Any, Any]) -> Token[str | None]:
+        try:
+            caller = await self._auth.verify(ctx.request_headers.get("authorization"))
+        except Exception as exc:  # noqa: BLE001 (mapped to a Connect code, never leaked)
+            name, message = status_for(exc)
+            raise ConnectError(Code[name], message) from None
+        return CALLER.set(caller)
+
+    async def on_end(
+        self, token: Token[str | None], ctx: RequestContext[Any, Any], error: Exception | None
+    ) -> None:
+        CALLER.reset(token)
+
+
+class ConnectPoints:
+    """The generated `PointsService` protocol, each method a call into PointsApi."""
+
+    def __init__(self, api: PointsApi) -> None:
+        self._api = api
+
+    async def credit_points(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        return await _answer("CreditPoints", self._api.credit_points, request)
+
+    async def reverse_points(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        return await _answer("ReversePoints", self._api.reverse_points, request)
+
+    async def get_balance(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        return await _answer("GetBalance", self._api.get_balance, request)
+
+    async def list_ledger(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
+        return await _answer("ListLedger", self._api.list_ledger, request)
+
+
+async def _answer(method: str, call: Callable[[Any], Awaitable[Any]], request: Any) -> Any:
+    try:
+        return await call(request)
+    except Exception as exc:  # noqa: BLE001 (every error becomes a Connect code; bugs are logged)
+        name, message = status_for(exc)
+        level = logging.ERROR if name == "INTERNAL" else logging.WARNING
+        log(logger, level, f"{method} failed", component=COMPONENT, code=name, error_class=type(exc).__name__)
+        raise ConnectError(Code[name], message) from None
+
+
+def build_points_asgi(settings: Settings, points: PointsCore | PointsLedger) -> tuple[str, ASGIApp]:
+    """The mount path and the Connect ASGI app; `points` may be the core or just the ledger."""
+    core = points if isinstance(points, PointsCore) else PointsCore(points)
+    app = PointsServiceASGIApplication(
+        ConnectPoints(PointsApi(core)), interceptors=[ConnectAuth(points_authenticator(settings))]
+    )
+    path: str = app.path
+    return path, app

@@ -1,0 +1,195 @@
+"""`paynow-service grpc`: PointsService over native gRPC, with grpc.health.v1 and reflection.
+
+Every PointsService call passes the auth interceptor (Google ID token, or "local" with
+POINTS_AUTH=disabled); health and reflection stay open for probes and tooling. On
+SIGTERM the health status turns NOT_SERVING, new calls still land for `drain_s` while
+load balancers notice, then the server stops accepting and in-flight calls get
+`grace_s` to finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from paynow_service.config import Settings
+from paynow_service.entrypoints.points_api import (
+    CALLER,
+    SERVICE_NAME,
+    Authenticator,
+    PointsApi,
+    points_authenticator,
+    status_for,
+)
+from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc
+from paynow_service.logs import log
+from paynow_service.service.points import PointsCore
+
+logger = logging.getLogger("paynow_service.grpc")
+COMPONENT = "points_grpc"
+_OPTIONS = (
+    # Linux gRPC sets SO_REUSEPORT by default: a second server on a taken port would start
+    # silently and share its traffic. Fail loudly instead.
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", 1024 * 1024),
+)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Authenticates PointsService calls and puts the caller in CALLER for the handler."""
+
+    def __init__(self, auth: Authenticator) -> None:
+        self._auth = auth
+
+    async def intercept_service(
+        self, continuation: Callable[[Any], Awaitable[Any]], handler_call_details: Any
+    ) -> Any:
+        handler = await continuation(handler_call_details)
+        if (
+            handler is None
+            or handler.unary_unary is None
+            or not handler_call_details.method.startswith(f"/{SERVICE_NAME}/")
+        ):
+            return handler
+        inner = handler.unary_unary
+        auth = self._auth
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            metadata = dict(context.invocation_metadata() or ())
+            try:
+                caller = await auth.verify(metadata.get("authorization"))
+            except Exception as exc:  # noqa: BLE001 (mapped to a status, never leaked)
+                name, message = status_for(exc)
+                await context.abort(grpc.StatusCode[name], message)
+            token = CALLER.set(caller)
+            try:
+                return await inner(request, context)
+            finally:
+                CALLER.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+class PointsServicer:
+    """The generated servicer's four methods, each a call into PointsApi."""
+
+    def __init__(self, api: PointsApi) -> None:
+        self._api = api
+
+    async def CreditPoints(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await _answer("CreditPoints", self._api.credit_points, request, context)
+
+    async def ReversePoints(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await _answer("ReversePoints", self._api.reverse_points, request, context)
+
+    async def GetBalance(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await _answer("GetBalance", self._api.get_balance, request, context)
+
+    async def ListLedger(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        return await _answer("ListLedger", self._api.list_ledger, request, context)
+
+
+async def _answer(
+    method: str, call: Callable[[Any], Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext
+) -> Any:
+    started = time.perf_counter()
+    try:
+        return await call(request)
+    except Exception as exc:  # noqa: BLE001 (every error becomes a status; bugs are logged)
+        name, message = status_for(exc)
+        level = logging.ERROR if name == "INTERNAL" else logging.WARNING
+        log(
+            logger,
+            level,
+            f"{method} failed",
+            component=COMPONENT,
+            code=name,
+            error_class=type(exc).__name__,
+            processing_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+    await context.abort(grpc.StatusCode[name], message)
+
+
+def _default_core(settings: Settings) -> PointsCore:
+    from paynow_service.adapters.firestore_ledger import FirestoreLedger
+    from paynow_service.bootstrap import firestore_client
+
+    ledger = FirestoreLedger(
+        firestore_client(settings),
+        allow_negative_balance=settings.allow_negative_balance,
+        timeout_s=settings.firestore_timeout_s,
+    )
+    return PointsCore(ledger)
+
+
+async def serve_grpc(
+    settings: Settings,
+    *,
+    points: PointsCore | None = None,
+    host: str = "0.0.0.0",
+    port: int | None = None,
+    stop: asyncio.Event | None = None,
+    ready: Callable[[int], None] | None = None,
+    drain_s: float = 1.0,
+    grace_s: float = 8.0,
+) -> None:
+    """Serve until `stop` is set (or SIGTERM/SIGINT when no event is given), then drain."""
+    auth = points_authenticator(settings)
+    core = points or _default_core(settings)
+    server = grpc.aio.server(interceptors=[AuthInterceptor(auth)], options=_OPTIONS)
+    pb_grpc.add_PointsServiceServicer_to_server(PointsServicer(PointsApi(core)), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{settings.grpc_port if port is None else port}")
+    await server.start()
+    for service in ("", SERVICE_NAME):
+        await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    log(
+        logger,
+        logging.INFO,
+        "gRPC server started",
+        component=COMPONENT,
+        port=bound,
+        auth=settings.points_auth,
+    )
+    if ready is not None:
+        ready(bound)
+    stop = stop or _signal_event()
+    try:
+        await stop.wait()
+    finally:
+        log(logger, logging.INFO, "gRPC server draining", component=COMPONENT)
+        await health_servicer.enter_graceful_shutdown()
+        await asyncio.sleep(drain_s)
+        await server.stop(grace_s)
+        log(logger, logging.INFO, "gRPC server stopped", component=COMPONENT)
+
+
+def _signal_event() -> asyncio.Event:
+    event = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not the main thread
+            loop.add_signal_handler(sig, event.set)
+    return event
+
+
+def run(settings: Settings, *, host: str = "0.0.0.0", drain_s: float = 1.0) -> int:
+    """`paynow-service grpc`: serve on GRPC_PORT until SIGTERM; 0 after a clean drain."""
+    asyncio.run(serve_grpc(settings, host=host, drain_s=drain_s))
+    return 0

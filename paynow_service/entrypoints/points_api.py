@@ -1,0 +1,204 @@
+"""PointsService at the edge, shared by gRPC and Connect: proto <-> domain, errors -> status codes.
+
+`PointsApi` takes a proto request and the caller and returns the proto response; the
+gRPC servicer and the Connect service are thin wrappers around it. The caller is put
+in `CALLER` by each transport's auth interceptor (verified ID-token email, or "local"
+with POINTS_AUTH=disabled); without it a call is refused, so a missing interceptor
+fails closed. `STATUS_BY_ERROR` is the one table from errors to canonical status names
+(the member names of both `grpc.StatusCode` and connectrpc's `Code`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from contextvars import ContextVar
+from datetime import datetime
+from typing import Any, Protocol
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from paynow_service.adapters.oidc import IdTokenVerifier, PermissionDeniedError, UnauthenticatedError
+from paynow_service.config import Settings
+from paynow_service.domain.errors import (
+    ContentionError,
+    DomainError,
+    EntryNotFoundError,
+    InvalidRequestError,
+    LedgerConflictError,
+    StorageUnavailableError,
+    TerminalError,
+    TransientError,
+)
+from paynow_service.domain.ledger import Balance, LedgerEntry
+from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb
+from paynow_service.logs import log
+from paynow_service.service.points import CreditCommand, PointsCore, ReverseCommand, WriteResult
+
+SERVICE_NAME = "paynow.points.v1.PointsService"
+LOCAL_CALLER = "local"
+logger = logging.getLogger("paynow_service.points")
+
+CALLER: ContextVar[str | None] = ContextVar("points_caller", default=None)
+
+# First match wins: subclasses before their bases.
+STATUS_BY_ERROR: tuple[tuple[type[BaseException], str], ...] = (
+    (InvalidRequestError, "INVALID_ARGUMENT"),
+    (LedgerConflictError, "ALREADY_EXISTS"),
+    (EntryNotFoundError, "NOT_FOUND"),
+    (ContentionError, "ABORTED"),
+    (StorageUnavailableError, "UNAVAILABLE"),
+    (UnauthenticatedError, "UNAUTHENTICATED"),
+    (PermissionDeniedError, "PERMISSION_DENIED"),
+    (TransientError, "UNAVAILABLE"),
+    (TerminalError, "FAILED_PRECONDITION"),
+)
+
+_KINDS = {pb.KIND_PAID: "paid", pb.KIND_PROMO: "promo"}
+_KIND_ENUMS = {"paid": pb.KIND_PAID, "promo": pb.KIND_PROMO}
+_ACTION_ENUMS = {"credit": pb.ACTION_CREDIT, "reversal": pb.ACTION_REVERSAL}
+
+
+def status_for(exc: BaseException) -> tuple[str, str]:
+    """(status name, message for the caller); unexpected errors are INTERNAL and say nothing inside."""
+    for error_type, name in STATUS_BY_ERROR:
+        if isinstance(exc, error_type):
+            return name, str(exc)
+    if isinstance(exc, DomainError):
+        return "INTERNAL", exc.reason
+    return "INTERNAL", "internal error"
+
+
+class Authenticator(Protocol):
+    async def verify(self, authorization: str | None) -> str: ...
+
+
+class LocalCaller:
+    """POINTS_AUTH=disabled (emulator only, enforced by Settings): every call comes from "local"."""
+
+    async def verify(self, authorization: str | None) -> str:
+        return LOCAL_CALLER
+
+
+def points_authenticator(settings: Settings) -> Authenticator:
+    if settings.points_auth == "disabled":
+        return LocalCaller()
+    settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
+    return IdTokenVerifier(
+        settings.points_audience, settings.points_allowed_callers, settings.points_certs_url
+    )
+
+
+def current_caller() -> str:
+    caller = CALLER.get()
+    if not caller:
+        raise UnauthenticatedError("no authenticated caller")
+    return caller
+
+
+class PointsApi:
+    """The four RPCs, transport-free: proto request in, proto response out, domain errors raised."""
+
+    def __init__(self, core: PointsCore) -> None:
+        self._core = core
+
+    async def credit_points(self, request: pb.CreditPointsRequest) -> pb.CreditPointsResponse:
+        kind = _KINDS.get(request.kind)
+        if kind is None:
+            raise InvalidRequestError("kind must be KIND_PAID or KIND_PROMO")
+        command = CreditCommand(
+            caller=current_caller(),
+            uid=request.uid,
+            amount=request.amount,
+            idempotency_key=request.idempotency_key,
+            kind=kind,
+            source=request.source,
+            metadata=dict(request.metadata),
+        )
+        result = await self._core.credit(command)
+        _log_write("CreditPoints", result)
+        return pb.CreditPointsResponse(**_write_fields(result))
+
+    async def reverse_points(self, request: pb.ReversePointsRequest) -> pb.ReversePointsResponse:
+        command = ReverseCommand(
+            caller=current_caller(),
+            uid=request.uid,
+            original_entry_id=request.original_entry_id,
+            idempotency_key=request.idempotency_key,
+            reason=request.reason,
+        )
+        result = await self._core.reverse(command)
+        _log_write("ReversePoints", result)
+        return pb.ReversePointsResponse(**_write_fields(result))
+
+    async def get_balance(self, request: pb.GetBalanceRequest) -> pb.GetBalanceResponse:
+        current_caller()
+        balance = await self._core.balance(request.uid)
+        response = pb.GetBalanceResponse(paid_balance=balance.paid, promo_balance=balance.promo)
+        if balance.updated_at is not None:
+            response.updated_at.CopyFrom(_timestamp(balance.updated_at))
+        return response
+
+    async def list_ledger(self, request: pb.ListLedgerRequest) -> pb.ListLedgerResponse:
+        current_caller()
+        page = await self._core.ledger(request.uid, request.page_size, request.page_token)
+        return pb.ListLedgerResponse(
+            entries=[entry_to_proto(e) for e in page.entries], next_page_token=page.next_page_token
+        )
+
+
+def entry_to_proto(entry: LedgerEntry) -> pb.LedgerEntry:
+    return pb.LedgerEntry(
+        entry_id=entry.entry_id,
+        uid=entry.uid,
+        action=_ACTION_ENUMS.get(entry.action, pb.ACTION_UNSPECIFIED),
+        kind=_KIND_ENUMS.get(entry.kind, pb.KIND_UNSPECIFIED),
+        amount=entry.amount,
+        source=entry.source,
+        pre=entry.pre,
+        post=entry.post,
+        metadata=_string_map(entry.metadata),
+        created_at=_timestamp(entry.created_at),
+        created_by=entry.created_by,
+    )
+
+
+def balance_to_proto(balance: Balance) -> pb.Balance:
+    message = pb.Balance(paid_balance=balance.paid, promo_balance=balance.promo)
+    if balance.updated_at is not None:
+        message.updated_at.CopyFrom(_timestamp(balance.updated_at))
+    return message
+
+
+def _write_fields(result: WriteResult) -> dict[str, Any]:
+    return {
+        "entry": entry_to_proto(result.entry),
+        "balance": balance_to_proto(result.balance),
+        "replayed": result.replayed,
+    }
+
+
+def _string_map(metadata: Mapping[str, Any]) -> dict[str, str]:
+    # PayNow entries carry ints (quantity, cycle): the proto map holds strings.
+    return {k: v if isinstance(v, str) else json.dumps(v, default=str) for k, v in metadata.items()}
+
+
+def _timestamp(value: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _log_write(method: str, result: WriteResult) -> None:
+    # Ids and amounts only: the entry id of an API credit holds the caller's email.
+    log(
+        logger,
+        logging.INFO,
+        f"{method} applied" if not result.replayed else f"{method} replayed",
+        component="points_grpc",
+        uid=result.entry.uid,
+        points=result.entry.amount,
+        replayed=result.replayed,
+        shortfall=result.shortfall or None,
+    )
