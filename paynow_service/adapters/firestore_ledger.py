@@ -34,7 +34,7 @@ from paynow_service.domain.errors import (
     StorageUnavailableError,
 )
 from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry, LedgerResult
-from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, plan, read_set, validate_uid
+from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, ReadSet, plan, read_set, validate_uid
 
 T = TypeVar("T")
 _UNAVAILABLE = (
@@ -81,17 +81,19 @@ class FirestoreLedger:
 
     async def apply(self, requests: Sequence[EntryRequest]) -> LedgerResult:
         """Apply the entries in one transaction of their own (all or nothing)."""
-        read_set(requests)  # invalid requests fail before any lock or call
+        needed = read_set(requests)  # invalid requests fail before any lock or call
 
         async def work(tx: AsyncTransaction) -> LedgerResult:
-            reads = await self.read_phase(tx, requests)
+            reads = await self._read(tx, needed)
             return self.write_phase(tx, reads, requests)
 
-        return await self.run_transaction({r.uid for r in requests}, work)
+        return await self.run_transaction(needed.uids, work)
 
     async def read_phase(self, tx: AsyncTransaction, requests: Sequence[EntryRequest]) -> LedgerReads:
         """Every read the requests need, in one batched call (call before any write of the transaction)."""
-        needed = read_set(requests)
+        return await self._read(tx, read_set(requests))
+
+    async def _read(self, tx: AsyncTransaction, needed: ReadSet) -> LedgerReads:
         refs: dict[tuple[str, ...], Any] = {}
         for uid in needed.uids:
             refs[("user", uid)] = self._db.document("users", uid)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +32,7 @@ MAX_ENTRY_ID_BYTES = 500
 MAX_UID_CHARS = 128
 INT64_MAX = 2**63 - 1
 _ACTIONS = ("credit", "reversal")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KINDS = ("paid", "promo")
 
 
@@ -98,7 +100,7 @@ def _check_document_id(what: str, value: str) -> None:
     # Firestore document ids: no '/', not '.' or '..', not __reserved__.
     if "/" in value or value in (".", "..") or (value.startswith("__") and value.endswith("__")):
         raise InvalidRequestError(f"{what} {value!r} cannot be a Firestore document id")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL.search(value):
         raise InvalidRequestError(f"{what} contains control characters")
 
 

@@ -10,6 +10,7 @@ already reversed and gets a conflict.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -26,6 +27,7 @@ from paynow_service.domain.ledger import (
 )
 from paynow_service.domain.ledger_rules import validate_entry_id, validate_uid
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_AMOUNT = 10**12
 MAX_KEY_CHARS = 200
 MAX_SOURCE_CHARS = 100
@@ -168,7 +170,7 @@ def _caller(caller: str) -> None:
 def _key(key: str) -> None:
     if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_CHARS:
         raise InvalidRequestError(f"idempotency_key must be 1 to {MAX_KEY_CHARS} characters")
-    if "/" in key or any(ord(c) < 32 or ord(c) == 127 for c in key):
+    if "/" in key or _CONTROL.search(key):
         raise InvalidRequestError("idempotency_key cannot contain '/' or control characters")
 
 
