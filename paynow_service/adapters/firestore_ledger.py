@@ -125,8 +125,8 @@ class FirestoreLedger:
         for uid in sorted(planned.changed_wallets):
             balance = planned.balances[uid]
             if uid in reads.missing_users:
-                tx.create(self._db.document("users", uid), {"uid": uid, "createdAt": now, "updatedAt": now,
-                                                            "status": "active"})  # fmt: skip
+                user = {"uid": uid, "createdAt": now, "updatedAt": now, "status": "active"}
+                tx.create(self._db.document("users", uid), user)
             fields = {"paidBalance": balance.paid, "promoBalance": balance.promo, "updatedAt": now}
             if reads.state.wallets[uid] is None:
                 tx.create(self._wallet_ref(uid), {**fields, "promoLots": [], "createdAt": now, "v": 1})
@@ -166,7 +166,8 @@ class FirestoreLedger:
             # A fresh transaction and a single commit attempt: the retry policy is ours.
             transactional = async_transactional(fn)
             try:
-                return await _within(transactional(self._db.transaction(max_attempts=1)), self._timeout_s)
+                limit = min(self._timeout_s, remaining)
+                return await _within(transactional(self._db.transaction(max_attempts=1)), limit)
             except DomainError:
                 raise
             except Exception as exc:
