@@ -232,6 +232,14 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("PUBLISH_LEASE_S", "30", "1..3600", _SERVERS + ", sweep", _int(1, 3600), "publish_lease_s"),
     Variable("WEBHOOK_EVENT_TTL_DAYS", "30", "1..3650", _SERVERS, _int(1, 3650), "webhook_event_ttl_days"),
     Variable(
+        "WORKER_PULL_MODE",
+        "streaming",
+        "streaming / unary (unary: repeated Pull calls; see README on the emulator)",
+        "worker",
+        _choice("streaming", "unary"),
+        "worker_pull_mode",
+    ),
+    Variable(
         "MAX_DELIVERY_ATTEMPTS",
         "5",
         "5..100 (Pub/Sub's dead-letter range)",
@@ -354,6 +362,7 @@ class Settings:
     publish_timeout_s: float = 2.0
     publish_lease_s: int = 30
     webhook_event_ttl_days: int = 30
+    worker_pull_mode: str = "streaming"
     max_delivery_attempts: int = 5
     firestore_timeout_s: float = 10.0
     allow_negative_balance: bool = True

@@ -19,6 +19,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import SubscriberClient
 
 from paynow_service import bootstrap
@@ -29,6 +30,7 @@ from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.config import Settings
 from paynow_service.domain.errors import DomainError
 
+PULL_WAIT_S = 3
 # Attributes Pub/Sub adds when it forwards a message itself after max delivery attempts.
 PUBSUB_DLQ_PREFIX = "CloudPubSubDeadLetter"
 
@@ -96,10 +98,16 @@ class DeadLetterQueue:
         self._held: dict[str, DeadLetter] = {}
 
     def read(self, limit: int) -> list[DeadLetter]:
+        """Pull until an empty answer (or `limit`); a pull waits at most PULL_WAIT_S for messages."""
         while len(self._held) < limit:
-            response = self._client.pull(
-                subscription=self._path, max_messages=min(100, limit - len(self._held)), timeout=10
-            )
+            try:
+                response = self._client.pull(
+                    subscription=self._path,
+                    max_messages=min(100, limit - len(self._held)),
+                    timeout=PULL_WAIT_S,
+                )
+            except gexc.DeadlineExceeded:
+                break  # nothing more arrived in the wait
             if not response.received_messages:
                 break
             for received in response.received_messages:

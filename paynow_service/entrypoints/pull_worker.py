@@ -17,6 +17,7 @@ from concurrent.futures import Future
 from types import FrameType
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import SubscriberClient
 from google.cloud.pubsub_v1.types import FlowControl
 
@@ -87,6 +88,8 @@ def run(settings: Settings) -> int:
         else:
             message.nack()
 
+    if settings.worker_pull_mode == "unary":
+        return _run_unary(settings, loop, container, handler)
     subscriber = SubscriberClient()
     stream: Future[Any] = subscriber.subscribe(
         subscription,
@@ -103,7 +106,12 @@ def run(settings: Settings) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
     log(
-        logger, logging.INFO, "Worker pulling", component=COMPONENT, subscription=settings.pubsub_subscription
+        logger,
+        logging.INFO,
+        "Worker pulling",
+        component=COMPONENT,
+        subscription=settings.pubsub_subscription,
+        mode="streaming",
     )
     exit_code = 0
     try:
@@ -125,6 +133,96 @@ def run(settings: Settings) -> int:
         loop.stop()
         log(logger, logging.INFO, "Worker stopped", component=COMPONENT)
     return exit_code
+
+
+def _run_unary(
+    settings: Settings, loop: _LoopThread, container: bootstrap.Container, handler: MessageHandler
+) -> int:
+    """Repeated Pull calls instead of one stream (WORKER_PULL_MODE=unary).
+
+    Each batch is handled with one task per ordering key, a key's messages in order,
+    then acknowledged or nacked (deadline 0) message by message. Nothing is held
+    between batches, so a killed worker's messages simply come back after their ack
+    deadline.
+    """
+    subscriber = SubscriberClient()
+    path = settings.subscription_path(settings.pubsub_subscription)
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    log(
+        logger,
+        logging.INFO,
+        "Worker pulling",
+        component=COMPONENT,
+        subscription=settings.pubsub_subscription,
+        mode="unary",
+    )
+    try:
+        while not stopping.is_set():
+            try:
+                response = subscriber.pull(subscription=path, max_messages=MAX_IN_FLIGHT, timeout=5)
+            except gexc.DeadlineExceeded:
+                continue
+            except gexc.GoogleAPIError as err:
+                log(
+                    logger,
+                    logging.WARNING,
+                    "Pull failed - retrying",
+                    component=COMPONENT,
+                    error_class=type(err).__name__,
+                )
+                stopping.wait(1)
+                continue
+            if not response.received_messages:
+                continue
+            done = loop.run(_handle_batch(handler, response.received_messages), timeout=HANDLE_TIMEOUT_S)
+            acks = [ack_id for ack_id, ok in done if ok]
+            nacks = [ack_id for ack_id, ok in done if not ok]
+            if acks:
+                subscriber.acknowledge(subscription=path, ack_ids=acks)
+            if nacks:
+                subscriber.modify_ack_deadline(subscription=path, ack_ids=nacks, ack_deadline_seconds=0)
+    finally:
+        subscriber.close()
+        loop.run(_close(container), timeout=10)
+        loop.stop()
+        log(logger, logging.INFO, "Worker stopped", component=COMPONENT)
+    return 0
+
+
+async def _handle_batch(handler: MessageHandler, received: Any) -> list[tuple[str, bool]]:
+    lanes: dict[str, list[Any]] = {}
+    for item in received:
+        key = item.message.ordering_key or item.message.message_id
+        lanes.setdefault(key, []).append(item)
+
+    async def lane(items: list[Any]) -> list[tuple[str, bool]]:
+        results: list[tuple[str, bool]] = []
+        for item in items:
+            if results and not results[-1][1]:
+                # An earlier message of this key failed: keep the key's order, let both come back.
+                results.append((item.ack_id, False))
+                continue
+            message = item.message
+            try:
+                outcome = await handler.handle(
+                    message.data,
+                    dict(message.attributes),
+                    message_id=message.message_id,
+                    delivery_attempt=item.delivery_attempt or None,
+                )
+                results.append((item.ack_id, outcome.done))
+            except Exception:  # noqa: BLE001 (it comes back: nack)
+                results.append((item.ack_id, False))
+        return results
+
+    nested = await asyncio.gather(*(lane(items) for items in lanes.values()))
+    return [result for group in nested for result in group]
 
 
 async def _close(container: bootstrap.Container) -> None:

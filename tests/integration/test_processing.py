@@ -11,12 +11,14 @@ from typing import Any
 
 import pytest
 
-from paynow_service import bootstrap
+from paynow_service import bootstrap, hookimpl
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.config import Settings
-from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.events import OrderLine, PaymentEvent
 from paynow_service.domain.paynow import parse_webhook
 from paynow_service.entrypoints.test_webhook import build_event, flake_id
+from paynow_service.hookspecs import Credit
 from tests.support.stack import (
     PLAN,
     PRODUCT,
@@ -255,3 +257,31 @@ async def test_chargeback_then_won_recredits_once(container: bootstrap.Container
     assert wallet is not None
     assert wallet["paidBalance"] == 500
     assert len(ledger(project(container), uid)) == 3
+
+
+class DoubleTheFlagship:
+    """An outside team's plugin: product PRODUCT is worth 777 a unit, whatever the catalog says."""
+
+    @hookimpl
+    def paynow_map_order_line(self, event: PaymentEvent, line: OrderLine, catalog: Catalog) -> Credit | None:
+        return Credit(points=777 * line.quantity) if line.product_id == PRODUCT else None
+
+
+async def test_third_party_plugin_changes_one_products_points(
+    emulators: EmulatorStack, tmp_path: Path
+) -> None:
+    settings = Settings.from_env(stack_env(emulators.env(), _write_catalog(tmp_path)))
+    apply_topology(settings)
+    c = bootstrap.build_container(settings, extra_plugins=(DoubleTheFlagship(),))
+    try:
+        uid = unique("u")
+        payload = build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT, quantity=2)
+        promo = build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PROMO_PRODUCT)
+        assert (await c.core.process(event_of(payload), component="test")).points == 1554
+        assert (
+            await c.core.process(event_of(promo), component="test")
+        ).points == 50  # built-in still maps others
+    finally:
+        await c.aclose()
+    amounts = sorted(e["amount"] for e in ledger(settings.google_cloud_project, uid).values())
+    assert amounts == [50, 1554]

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.pubsub_v1 import SubscriberClient
 
@@ -74,9 +75,10 @@ def pull(settings: Settings, subscription_id: str, *, want: int, wait_s: float =
     deadline = time.monotonic() + wait_s
     try:
         while len(got) < want and time.monotonic() < deadline:
-            response = client.pull(
-                subscription=path, max_messages=want - len(got), timeout=5, return_immediately=False
-            )
+            try:
+                response = client.pull(subscription=path, max_messages=want - len(got), timeout=5)
+            except gexc.DeadlineExceeded:  # nothing arrived in this round
+                continue
             if response.received_messages:
                 client.acknowledge(subscription=path, ack_ids=[m.ack_id for m in response.received_messages])
                 got.extend(m.message for m in response.received_messages)

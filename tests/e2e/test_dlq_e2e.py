@@ -1,0 +1,125 @@
+"""Dead letters round trip through the CLI: list, replay after a fix (credited exactly once), purge."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from paynow_service.adapters.emulators import EmulatorStack
+from paynow_service.config import Settings
+from paynow_service.domain.signature import sign
+from paynow_service.entrypoints.test_webhook import build_event
+from tests.support.processes import ServiceProcess, run_cli, serve
+from tests.support.stack import (
+    CATALOG,
+    apply_topology,
+    doc,
+    ledger,
+    stack_env,
+    unique,
+    wait_for,
+    write_catalog,
+)
+
+NEW_PRODUCT = "411486491630379999"
+SECRET = "pn-test-secret-one"
+
+
+def send(port: int, event: dict) -> int:
+    body = json.dumps(event).encode()
+    ts = str(int(time.time() * 1000))
+    return httpx.post(
+        f"http://127.0.0.1:{port}/api/paynow/webhook",
+        content=body,
+        timeout=10,
+        headers={"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts},
+    ).status_code
+
+
+def dlq_json(env: dict[str, str]) -> list[dict]:
+    result = run_cli("dlq", "list", "--json", env=env)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+def test_dead_letter_list_replay_purge(emulators: EmulatorStack, tmp_path: Path) -> None:
+    catalog = write_catalog(tmp_path)
+    # The worker restarts in this test: unary pulls (the emulator never delivers to a new
+    # streaming subscriber once an earlier stream on the subscription has ended).
+    env = stack_env(
+        emulators.env(), catalog, WEBHOOK_MODE="queue", HTTP_ROUTES="webhook", WORKER_PULL_MODE="unary"
+    )
+    settings = Settings.from_env(env)
+    apply_topology(settings)
+    http = serve(env, tmp_path)
+    worker = ServiceProcess("worker", env, tmp_path)
+    try:
+        uid = unique("u")
+        unknown = build_event("ON_ORDER_COMPLETED", uid=uid, product_id=NEW_PRODUCT, quantity=2)
+        other = build_event("ON_ORDER_COMPLETED", uid=unique("u"), product_id="404")
+        assert send(http.port, unknown) == 200  # type: ignore[arg-type]
+        assert send(http.port, other) == 200  # type: ignore[arg-type]
+        project = settings.google_cloud_project
+        assert wait_for(
+            lambda: all(
+                (doc(project, f"webhookEvents/{e['event_id']}") or {}).get("status") == "failed_terminal"
+                for e in (unknown, other)
+            ),
+            timeout=30,
+        )
+
+        letters = dlq_json(env)
+        by_id = {d["event_id"]: d for d in letters}
+        assert set(by_id) == {unknown["event_id"], other["event_id"]}
+        assert by_id[unknown["event_id"]]["reason"] == "unknown_product"
+        assert by_id[unknown["event_id"]]["error_class"] == "terminal"
+        assert by_id[unknown["event_id"]]["ordering_key"] == uid
+        table = run_cli("dlq", "list", env=env)
+        assert unknown["event_id"] in table.stdout
+        assert "2 dead letter(s)" in table.stdout
+        assert len(dlq_json(env)) == 2  # listing consumes nothing
+
+        # The fix: the product enters the catalog; the worker restarts with it.
+        catalog.write_text(CATALOG + f'\n[products."{NEW_PRODUCT}"]\npoints = 300\n')
+        worker.stop()
+        worker = ServiceProcess("worker", env, tmp_path)
+
+        dry = run_cli("dlq", "replay", "--event-id", unknown["event_id"], "--dry-run", env=env)
+        assert dry.returncode == 0, dry.stderr
+        assert "would replay" in dry.stdout
+        assert len(dlq_json(env)) == 2
+        replay = run_cli("dlq", "replay", "--event-id", unknown["event_id"], env=env)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        wallet_path = f"users/{uid}/wallet/points"
+        assert wait_for(lambda: (doc(project, wallet_path) or {}).get("paidBalance") == 600, timeout=30)
+        twice = run_cli("dlq", "replay", "--event-id", unknown["event_id"], env=env)
+        assert twice.returncode == 1  # nothing left to replay: said, and nothing done
+        assert "no dead letter" in twice.stderr
+        time.sleep(2)
+        assert (doc(project, wallet_path) or {}).get("paidBalance") == 600
+        assert len(ledger(project, uid)) == 1
+        assert (doc(project, f"webhookEvents/{unknown['event_id']}") or {}).get("status") == "processed"
+
+        refused = run_cli("dlq", "purge", env=env, stdin="")
+        assert refused.returncode == 1
+        assert "Nothing deleted" in refused.stdout
+        assert [d["event_id"] for d in dlq_json(env)] == [other["event_id"]]
+        purged = run_cli("dlq", "purge", "--yes", env=env)
+        assert purged.returncode == 0
+        assert dlq_json(env) == []
+    finally:
+        http.stop()
+        worker.stop()
+
+
+@pytest.mark.parametrize("action", ["replay"])
+def test_replay_needs_a_target(emulators: EmulatorStack, tmp_path: Path, action: str) -> None:
+    env = stack_env(emulators.env(), write_catalog(tmp_path))
+    apply_topology(Settings.from_env(env))
+    result = run_cli("dlq", action, env=env)
+    assert result.returncode == 2
+    assert "--event-id" in result.stderr
