@@ -290,3 +290,31 @@ def test_logs_of_a_full_run_hold_no_secret_signature_token_or_pii(
             entry = json.loads(line)
             assert "severity" in entry
             assert "jsonPayload" not in entry
+
+
+def test_public_webhook_service_serves_only_its_routes_and_readyz_follows_firestore(
+    emulators: EmulatorStack, tmp_path: Path
+) -> None:
+    env = stack_env(emulators.env(), write_catalog(tmp_path), WEBHOOK_MODE="queue", HTTP_ROUTES="webhook")
+    apply_topology(Settings.from_env(env))
+    http = serve(env, tmp_path)
+    base = f"http://127.0.0.1:{http.port}"
+    try:
+        assert httpx.get(f"{base}/metrics").status_code == 404
+        points = httpx.post(f"{base}/paynow.points.v1.PointsService/GetBalance", json={"uid": "u1"})
+        assert points.status_code == 404
+        assert httpx.post(f"{base}/api/tasks/paynow/process", content=b"{}").status_code == 404
+        assert httpx.get(f"{base}/healthz").status_code == 200
+        ready = httpx.get(f"{base}/readyz", timeout=10)
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"firestore": "ok", "pubsub": "ok"}
+        emulators.firestore.pause()
+        try:
+            down = httpx.get(f"{base}/readyz", timeout=10)
+        finally:
+            emulators.firestore.resume()
+        assert down.status_code == 503
+        assert down.json()["checks"]["firestore"].startswith("unavailable")
+        assert httpx.get(f"{base}/healthz").status_code == 200
+    finally:
+        http.stop()
