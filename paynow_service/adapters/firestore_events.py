@@ -9,7 +9,9 @@ and the event's status together: all or nothing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,9 +32,12 @@ from paynow_service.domain.errors import (
 from paynow_service.domain.events import SCHEMA_VERSION, PaymentEvent
 from paynow_service.domain.ledger import LedgerResult
 from paynow_service.hookspecs import CreditedEntry
+from paynow_service.logs import log
 from paynow_service.service.decide import Decision, EventState, OrderRecord
 
 EVENTS = "webhookEvents"
+PUBLISHED_BATCH_S = 0.2
+logger = logging.getLogger("paynow_service.events")
 _UNAVAILABLE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
 
 
@@ -72,6 +77,8 @@ class EventRecords:
         self._db = db
         self._ttl = dt.timedelta(days=ttl_days)
         self._timeout = timeout_s
+        self._published: dict[str, dt.datetime] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     def _ref(self, event_id: str) -> Any:
         return self._db.collection(EVENTS).document(event_id)
@@ -149,6 +156,46 @@ class EventRecords:
             await self._ref(event_id).set(fields, merge=True, timeout=self._timeout)
         except _UNAVAILABLE as err:
             raise StorageUnavailableError(f"webhookEvents update failed: {type(err).__name__}") from err
+
+    def mark_published_soon(self, event_id: str) -> None:
+        """Record `publishedAt` within PUBLISHED_BATCH_S, batched with other events.
+
+        One batched write instead of one write per webhook keeps the answer path to the
+        two calls that make an event durable (create, publish). A lost mark is harmless:
+        the record stays `queued`, and `sweep` or a redelivery publishes it again, which
+        the worker answers "already processed".
+        """
+        self._published[event_id] = utcnow()
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_after(PUBLISHED_BATCH_S))
+
+    async def flush_published(self) -> None:
+        """Write every pending mark now (shutdown)."""
+        if self._flusher is not None and not self._flusher.done():
+            self._flusher.cancel()
+        await self._flush_after(0)
+
+    async def _flush_after(self, delay: float) -> None:
+        if delay:
+            await asyncio.sleep(delay)
+        while self._published:
+            ids = list(self._published)[:400]
+            batch = self._db.batch()
+            for event_id in ids:
+                batch.set(self._ref(event_id), {"publishedAt": self._published[event_id]}, merge=True)
+            try:
+                await batch.commit(timeout=self._timeout)
+            except Exception as err:  # noqa: BLE001 (lost marks only make sweep publish again)
+                log(
+                    logger,
+                    logging.WARNING,
+                    "Published but publishedAt not recorded",
+                    component="paynow_webhook",
+                    events=len(ids),
+                    error_class=type(err).__name__,
+                )
+            for event_id in ids:
+                self._published.pop(event_id, None)
 
     async def mark_published(self, event_id: str) -> None:
         await self.mark(event_id, publishedAt=utcnow())

@@ -10,13 +10,11 @@ publishes it later). Sync mode processes inline through the same core.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from paynow_service import metrics
 from paynow_service.domain.errors import StorageUnavailableError, TerminalError
@@ -40,7 +38,8 @@ class RecordPort(Protocol):
 class EventRecordsPort(Protocol):
     async def create_queued(self, event: PaymentEvent, payload_hash: str) -> RecordPort | None: ...
     async def claim_lease(self, event_id: str, lease_s: int) -> bool: ...
-    async def mark_published(self, event_id: str) -> None: ...
+    def mark_published_soon(self, event_id: str) -> None: ...
+    async def flush_published(self) -> None: ...
     async def mark(self, event_id: str, **fields: object) -> None: ...
 
 
@@ -82,7 +81,6 @@ class IngestService:
         self._mode = mode
         self._percent = queue_percent
         self._lease_s = lease_s
-        self._background: set[asyncio.Task[None]] = set()
 
     def uses_queue(self, event: PaymentEvent) -> bool:
         if self._mode != "queue" or self._publisher is None:
@@ -180,7 +178,7 @@ class IngestService:
         # The event is durable once Pub/Sub confirmed it: record `publishedAt` off the
         # answer's path. If that write is lost, the record stays `queued` and a later
         # redelivery or `sweep` publishes it again, which the worker answers "already processed".
-        self._spawn(self._mark_published(event.event_id))
+        self._records.mark_published_soon(event.event_id)
         log(
             logger,
             logging.WARNING,
@@ -202,27 +200,9 @@ class IngestService:
         )
         return IngestResult(200, "queued", "queue")
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _mark_published(self, event_id: str) -> None:
-        try:
-            await self._records.mark_published(event_id)
-        except StorageUnavailableError:
-            log(
-                logger,
-                logging.WARNING,
-                "Published but publishedAt not recorded",
-                component=COMPONENT,
-                event_id=event_id,
-            )
-
     async def drain(self) -> None:
-        """Finish the background writes (on shutdown)."""
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
+        """Write the pending `publishedAt` marks (on shutdown)."""
+        await self._records.flush_published()
 
     async def _inline(self, event: PaymentEvent, path: str) -> IngestResult:
         outcome = await self._core.process(event, component=COMPONENT)

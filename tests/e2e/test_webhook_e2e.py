@@ -260,6 +260,9 @@ def test_concurrent_duplicates_publish_once(unworked_stack: Stack) -> None:
 
 def _strand(stack: Stack, event: dict[str, Any]) -> None:
     """Make the event look recorded-but-never-published, its lease long expired."""
+    path = f"webhookEvents/{event['event_id']}"
+    # publishedAt is written in a batch shortly after the answer: let it land, then undo it.
+    assert wait_for(lambda: (doc(stack.project, path) or {}).get("publishedAt") is not None)
     client = firestore.Client(project=stack.project)
     old = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
     client.document(f"webhookEvents/{event['event_id']}").update({"publishedAt": None, "leaseAt": old})
