@@ -1,0 +1,226 @@
+"""IngestService with in-memory fakes of its ports: routing, duplicates, leases, fallback, canary."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from paynow_service.domain.errors import InvalidEventError, StorageUnavailableError, TerminalError
+from paynow_service.domain.events import Order, OrderLine, PaymentEvent
+from paynow_service.service.ingest import IngestService, queue_share
+from paynow_service.service.processing import Outcome
+
+
+@dataclass
+class Record:
+    status: str
+    payload_hash: str
+    published_at: dt.datetime | None = None
+    lease_expired: bool = False
+
+
+@dataclass
+class FakeRecords:
+    records: dict[str, Record] = field(default_factory=dict)
+    published_marks: list[str] = field(default_factory=list)
+    down: bool = False
+
+    async def create_queued(self, event: PaymentEvent, payload_hash: str) -> Record | None:
+        if self.down:
+            raise StorageUnavailableError("firestore down")
+        if event.event_id in self.records:
+            return self.records[event.event_id]
+        self.records[event.event_id] = Record("queued", payload_hash)
+        return None
+
+    async def claim_lease(self, event_id: str, lease_s: int) -> bool:
+        record = self.records[event_id]
+        if record.lease_expired and record.published_at is None:
+            record.lease_expired = False  # taken: a concurrent claim loses
+            return True
+        return False
+
+    def mark_published_soon(self, event_id: str) -> None:
+        self.published_marks.append(event_id)
+        self.records[event_id].published_at = dt.datetime.now(dt.UTC)
+
+    async def flush_published(self) -> None:
+        pass
+
+    async def mark(self, event_id: str, **fields: Any) -> None:
+        if self.down:
+            raise StorageUnavailableError("firestore down")
+        self.records[event_id].status = fields.get("status", self.records[event_id].status)
+
+
+@dataclass
+class FakePublisher:
+    published: list[str] = field(default_factory=list)
+    fail: bool = False
+
+    async def publish_event(self, event: PaymentEvent) -> str:
+        if self.fail:
+            raise RuntimeError("pubsub unreachable")
+        self.published.append(event.event_id)
+        return str(len(self.published))
+
+
+@dataclass
+class FakeCore:
+    next_status: str = "processed"
+    processed: list[str] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)
+
+    async def process(self, event: PaymentEvent, *, component: str, **_: Any) -> Outcome:
+        self.processed.append(event.event_id)
+        return Outcome(
+            self.next_status, reason="order_not_credited" if self.next_status == "transient" else ""
+        )  # type: ignore[arg-type]
+
+    async def fail_terminal(self, event: PaymentEvent, error: TerminalError, *, component: str) -> Outcome:
+        self.failed.append((event.event_id, error.reason))
+        return Outcome("failed_terminal", error.reason)
+
+
+def order_event(event_id: str = "1", uid: str = "u1") -> PaymentEvent:
+    return PaymentEvent(
+        event_id=event_id,
+        event_type="ON_ORDER_COMPLETED",
+        uid=uid,
+        order=Order("o1", (OrderLine("l1", "p1", 1, 100),)),
+    )
+
+
+def service(
+    mode: str = "queue", percent: int = 100
+) -> tuple[IngestService, FakeRecords, FakePublisher, FakeCore]:
+    records, publisher, core = FakeRecords(), FakePublisher(), FakeCore()
+    ingest = IngestService(records, publisher, core, mode=mode, queue_percent=percent, lease_s=30)  # type: ignore[arg-type]
+    return ingest, records, publisher, core
+
+
+async def test_queue_mode_records_publishes_and_marks() -> None:
+    ingest, records, publisher, core = service()
+    result = await ingest.ingest(order_event(), "h")
+    assert (result.status_code, result.outcome, result.path) == (200, "queued", "queue")
+    assert publisher.published == ["1"]
+    assert records.published_marks == ["1"]
+    assert core.processed == []
+
+
+async def test_duplicates_answer_200_without_publishing() -> None:
+    ingest, records, publisher, _ = service()
+    await ingest.ingest(order_event(), "h")
+    records.records["1"].status = "processed"
+    again = await ingest.ingest(order_event(), "h")
+    assert (again.status_code, again.outcome) == (200, "duplicate")
+    assert publisher.published == ["1"]
+
+
+async def test_queued_and_published_is_a_duplicate() -> None:
+    ingest, _, publisher, _ = service()
+    await ingest.ingest(order_event(), "h")
+    again = await ingest.ingest(order_event(), "h")
+    assert again.outcome == "duplicate"
+    assert publisher.published == ["1"]
+
+
+async def test_same_id_other_body_is_a_conflict() -> None:
+    ingest, _, publisher, core = service()
+    await ingest.ingest(order_event(), "h1")
+    result = await ingest.ingest(order_event(), "h2")
+    assert (result.status_code, result.outcome) == (200, "conflict")
+    assert publisher.published == ["1"]
+    assert core.processed == []
+
+
+async def test_stranded_event_is_published_once_by_the_lease_holder() -> None:
+    ingest, records, publisher, _ = service()
+    records.records["1"] = Record("queued", "h", published_at=None, lease_expired=True)
+    first = await ingest.ingest(order_event(), "h")
+    second = await ingest.ingest(order_event(), "h")
+    assert (first.outcome, second.outcome) == ("queued", "duplicate")
+    assert publisher.published == ["1"]
+
+
+async def test_unexpired_lease_is_left_to_its_holder() -> None:
+    ingest, records, publisher, _ = service()
+    records.records["1"] = Record("queued", "h", published_at=None, lease_expired=False)
+    assert (await ingest.ingest(order_event(), "h")).outcome == "duplicate"
+    assert publisher.published == []
+
+
+async def test_publish_failure_falls_back_inline() -> None:
+    ingest, records, publisher, core = service()
+    publisher.fail = True
+    result = await ingest.ingest(order_event(), "h")
+    assert (result.status_code, result.outcome, result.path) == (200, "processed", "fallback")
+    assert core.processed == ["1"]
+    assert records.published_marks == []
+
+
+async def test_publish_and_inline_failing_answers_503() -> None:
+    ingest, records, publisher, core = service()
+    publisher.fail, core.next_status = True, "transient"
+    result = await ingest.ingest(order_event(), "h")
+    assert (result.status_code, result.path) == (503, "fallback")
+    assert records.records["1"].status == "queued"  # nothing marked done: a redelivery finishes it
+
+
+async def test_sync_mode_processes_inline_and_reprocesses_a_queued_redelivery() -> None:
+    ingest, _, publisher, core = service(mode="sync")
+    core.next_status = "transient"
+    assert (await ingest.ingest(order_event(), "h")).status_code == 503
+    core.next_status = "processed"
+    assert (await ingest.ingest(order_event(), "h")).outcome == "processed"
+    assert core.processed == ["1", "1"]
+    assert publisher.published == []
+
+
+async def test_ignored_types_are_recorded_not_published() -> None:
+    ingest, records, publisher, core = service()
+    result = await ingest.ingest(PaymentEvent(event_id="9", event_type="ON_TRIAL_ACTIVATED"), "h")
+    assert (result.status_code, result.outcome) == (200, "ignored")
+    assert records.records["9"].status == "ignored"
+    assert publisher.published == []
+    assert core.processed == []
+
+
+async def test_storage_down_answers_503() -> None:
+    ingest, records, publisher, _ = service()
+    records.down = True
+    result = await ingest.ingest(order_event(), "h")
+    assert (result.status_code, result.outcome) == (503, "unavailable")
+    assert publisher.published == []
+
+
+async def test_invalid_event_is_recorded_and_dead_lettered() -> None:
+    ingest, records, _, core = service()
+    result = await ingest.ingest_invalid(
+        PaymentEvent(event_id="5", event_type="ON_ORDER_COMPLETED"), "h", InvalidEventError("no lines")
+    )
+    assert (result.status_code, result.outcome) == (200, "failed_terminal")
+    assert core.failed == [("5", "invalid_event")]
+    assert "5" in records.records
+
+
+@pytest.mark.parametrize(("percent", "queued"), [(0, 0), (100, 200)])
+async def test_queue_percent_extremes(percent: int, queued: int) -> None:
+    ingest, _, publisher, core = service(percent=percent)
+    for i in range(200):
+        await ingest.ingest(order_event(str(i), uid=f"user-{i}"), "h")
+    assert len(publisher.published) == queued
+    assert len(core.processed) == 200 - queued
+
+
+async def test_queue_percent_is_a_stable_share_per_user() -> None:
+    ingest, _, publisher, _ = service(percent=30)
+    users = [f"user-{i}" for i in range(2000)]
+    chosen = {u for u in users if ingest.uses_queue(order_event(uid=u))}
+    assert 0.25 < len(chosen) / len(users) < 0.35
+    assert chosen == {u for u in users if ingest.uses_queue(order_event(uid=u))}  # same answer every time
+    assert all(queue_share(u) == queue_share(u) for u in users[:50])
+    assert publisher.published == []
