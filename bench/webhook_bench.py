@@ -90,52 +90,63 @@ def events(n: int, tag: str) -> list[bytes]:
     ]
 
 
-async def run_floor(settings: Settings, rate: float, duration: float) -> tuple[list[float], int]:
-    db = firestore.AsyncClient(project=settings.google_cloud_project)
-    publisher = PublisherAsyncClient()
-    topic = settings.topic_path(settings.pubsub_topic)
-    bodies = events(int(rate * duration), "floor")
+class Floor:
+    """The same durable work as the queue-mode webhook, with no web framework."""
 
-    async def one(i: int) -> bool:
-        event = json.loads(bodies[i])
-        await (
-            db.collection("benchFloor")
-            .document(event["event_id"])
-            .create(
-                {"status": "queued", "receivedAt": firestore.SERVER_TIMESTAMP, "payloadHash": "x" * 64},
+    def __init__(self, settings: Settings) -> None:
+        self.db = firestore.AsyncClient(project=settings.google_cloud_project)
+        self.publisher = PublisherAsyncClient()
+        self.topic = settings.topic_path(settings.pubsub_topic)
+
+    async def segment(self, rate: float, duration: float, tag: str) -> tuple[list[float], int]:
+        bodies = events(int(rate * duration), tag)
+
+        async def one(i: int) -> bool:
+            event = json.loads(bodies[i])
+            await (
+                self.db.collection("benchFloor")
+                .document(event["event_id"])
+                .create(
+                    {"status": "queued", "receivedAt": firestore.SERVER_TIMESTAMP, "payloadHash": "x" * 64},
+                    timeout=10,
+                )
+            )
+            await self.publisher.publish(
+                topic=self.topic,
+                messages=[
+                    PubsubMessage(
+                        data=bodies[i][:200],
+                        attributes={"event_id": event["event_id"]},
+                        ordering_key=event["body"]["checkout"]["metadata"]["uid"],
+                    )
+                ],
+                retry=None,
                 timeout=10,
             )
-        )
-        await publisher.publish(
-            topic=topic,
-            messages=[
-                PubsubMessage(
-                    data=bodies[i][:200],
-                    attributes={"event_id": event["event_id"]},
-                    ordering_key=event["body"]["checkout"]["metadata"]["uid"],
-                )
-            ],
-            retry=None,
-            timeout=10,
-        )
-        return True
+            return True
 
-    try:
         return await open_loop(rate, duration, one)
-    finally:
-        await publisher.transport.close()
-        db.close()
+
+    async def close(self) -> None:
+        await self.publisher.transport.close()
+        self.db.close()
 
 
-async def run_http(url: str, rate: float, duration: float, tag: str) -> tuple[list[float], int]:
-    bodies = events(int(rate * duration), tag)
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-    async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+class Webhook:
+    """Signed deliveries to a running `paynow-service serve`."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+        self.client = httpx.AsyncClient(timeout=30, limits=limits)
+
+    async def segment(self, rate: float, duration: float, tag: str) -> tuple[list[float], int]:
+        bodies = events(int(rate * duration), tag)
 
         async def one(i: int) -> bool:
             ts = str(int(time.time() * 1000))
-            response = await client.post(
-                url,
+            response = await self.client.post(
+                self.url,
                 content=bodies[i],
                 headers={
                     "PayNow-Signature": sign(SECRET, ts, bodies[i]),
@@ -145,8 +156,31 @@ async def run_http(url: str, rate: float, duration: float, tag: str) -> tuple[li
             )
             return 200 <= response.status_code < 300
 
-        await one(0)  # warm the connection
         return await open_loop(rate, duration, one)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+async def measure(
+    settings: Settings, urls: dict[str, str], modes: list[str], rate: float, duration: float, rounds: int
+) -> dict[str, tuple[list[float], int]]:
+    """Modes take turns in short segments, so every mode sees the same machine over time."""
+    targets: dict[str, Floor | Webhook] = {
+        m: Floor(settings) if m == "floor" else Webhook(urls[m]) for m in modes
+    }
+    results: dict[str, tuple[list[float], int]] = {m: ([], 0) for m in modes}
+    try:
+        for mode, target in targets.items():  # warm connections and caches
+            await target.segment(rate, 1, f"warm-{mode}")
+        for r in range(rounds):
+            for mode, target in targets.items():
+                latencies, failures = await target.segment(rate, duration / rounds, f"{mode}-{r}")
+                results[mode] = (results[mode][0] + latencies, results[mode][1] + failures)
+    finally:
+        for target in targets.values():
+            await target.close()
+    return results
 
 
 def main() -> int:
@@ -154,6 +188,7 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=100, help="events per second (default 100)")
     parser.add_argument("--duration", type=float, default=30, help="seconds per mode (default 30)")
     parser.add_argument("--modes", default="floor,queue,sync", help="comma list of floor, queue, sync")
+    parser.add_argument("--rounds", type=int, default=6, help="segments each mode's time is split into")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     stack = EmulatorStack.start(project="bench", log_dir=workdir)
@@ -171,28 +206,31 @@ def main() -> int:
     infra = PubSubInfra(settings)
     infra.apply(desired_topology(settings))
     infra.close()
-    results: dict[str, tuple[list[float], int]] = {}
+    modes = args.modes.split(",")
+    servers = {}
     try:
-        for mode in args.modes.split(","):
-            print(f"running {mode}: {args.rate:g}/s for {args.duration:g} s ...", file=sys.stderr, flush=True)
-            if mode == "floor":
-                results[mode] = asyncio.run(run_floor(settings, args.rate, args.duration))
-                continue
-            port = free_port()
-            server = ServiceProcess(
-                "serve", {**env, "WEBHOOK_MODE": mode, "PORT": str(port)}, workdir, port=port
-            ).wait_ready()
-            try:
-                url = f"http://127.0.0.1:{port}/api/paynow/webhook"
-                results[mode] = asyncio.run(run_http(url, args.rate, args.duration, mode))
-            finally:
-                server.stop()
+        for mode in modes:
+            if mode != "floor":
+                port = free_port()
+                servers[mode] = ServiceProcess(
+                    "serve", {**env, "WEBHOOK_MODE": mode, "PORT": str(port)}, workdir, port=port
+                ).wait_ready()
+        urls = {m: f"http://127.0.0.1:{p.port}/api/paynow/webhook" for m, p in servers.items()}
+        print(
+            f"running {', '.join(modes)} in turns: {args.rate:g}/s, {args.duration:g} s each in "
+            f"{args.rounds} segments ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        results = asyncio.run(measure(settings, urls, modes, args.rate, args.duration, args.rounds))
     finally:
+        for server in servers.values():
+            server.stop()
         stack.stop()
     floor_p95 = percentile(results["floor"][0], 95) if "floor" in results else float("nan")
     print(
-        f"\nWebhook answer latency, {args.rate:g}/s open loop for {args.duration:g} s per mode "
-        f"(one run, both emulators on this machine)\n"
+        f"\nWebhook answer latency, {args.rate:g}/s open loop, {args.duration:g} s per mode in "
+        f"{args.rounds} interleaved segments (one run, both emulators on this machine)\n"
     )
     print("| mode | requests | non-2xx | p50 ms | p95 ms | p99 ms | p95 / floor p95 |")
     print("|---|---:|---:|---:|---:|---:|---:|")
