@@ -8,13 +8,13 @@ uses random ids, and `firestore_reset` empties Firestore for tests that need a b
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from paynow_service.adapters.emulators import EmulatorError, EmulatorStack, sdk_root
 from paynow_service.config import Settings
+from tests.support.stack import stack_env
 
 PROJECT = "paynow-test"
 
@@ -47,21 +47,7 @@ def firestore_reset(emulators: EmulatorStack) -> EmulatorStack:
     return emulators
 
 
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
 @pytest.fixture
 def emulator_settings(emulators: EmulatorStack) -> Settings:
     """Settings on the emulators with topic and subscription ids unique to the test."""
-    env = {
-        **emulators.env(),
-        "PUBSUB_TOPIC": unique("events"),
-        "PUBSUB_DLQ_TOPIC": unique("events-dlq"),
-        "PUBSUB_SUBSCRIPTION": unique("events-sub"),
-        "PUBSUB_DLQ_SUBSCRIPTION": unique("events-dlq-sub"),
-        "PAYNOW_WEBHOOK_SECRETS": "pn-test-secret-one,pn-test-secret-two",
-        "PUSH_AUTH": "disabled",
-        "POINTS_AUTH": "disabled",
-    }
-    return Settings.from_env(env)
+    return Settings.from_env(stack_env(emulators.env()))

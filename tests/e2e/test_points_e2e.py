@@ -34,7 +34,8 @@ from paynow_service.entrypoints.connect_points import build_points_asgi
 from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc
 from paynow_service.service.points import PointsCore
-from tests.conftest import PROJECT, unique
+from tests.conftest import PROJECT
+from tests.support.stack import unique
 from tests.support.tokens import CertsServer, TokenIssuer
 
 pytestmark = pytest.mark.e2e

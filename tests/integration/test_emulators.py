@@ -9,7 +9,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from paynow_service.adapters.emulators import EmulatorStack, launch_emulator, wait_ready
-from tests.conftest import PROJECT, unique
+from tests.conftest import PROJECT
+from tests.support.stack import unique
 
 
 def test_reset_empties_firestore(emulators: EmulatorStack) -> None:

@@ -20,7 +20,8 @@ from paynow_service.domain.errors import (
     StorageUnavailableError,
 )
 from paynow_service.domain.ledger import EntryRequest, LedgerResult
-from tests.conftest import PROJECT, unique
+from tests.conftest import PROJECT
+from tests.support.stack import unique
 
 
 @pytest.fixture

@@ -42,7 +42,9 @@ def write_catalog(directory: Path, text: str = CATALOG) -> Path:
     return path
 
 
-def stack_env(emulator_env: Mapping[str, str], catalog: Path, **overrides: str) -> dict[str, str]:
+def stack_env(
+    emulator_env: Mapping[str, str], catalog: Path | None = None, **overrides: str
+) -> dict[str, str]:
     """Environment for the service on the emulators, with topic names unique to the caller."""
     env = {
         **emulator_env,
@@ -53,8 +55,9 @@ def stack_env(emulator_env: Mapping[str, str], catalog: Path, **overrides: str) 
         "PAYNOW_WEBHOOK_SECRETS": "pn-test-secret-one,pn-test-secret-two",
         "PUSH_AUTH": "disabled",
         "POINTS_AUTH": "disabled",
-        "PRODUCT_CATALOG": str(catalog),
     }
+    if catalog is not None:
+        env["PRODUCT_CATALOG"] = str(catalog)
     env.update(overrides)
     return env
 
