@@ -334,6 +334,13 @@ def _decode_token(uid: str, token: str) -> str:
     if not isinstance(data, dict) or data.get("u") != uid or not isinstance(data.get("after"), str):
         raise InvalidRequestError("page_token belongs to another listing")
     after: str = data["after"]
-    if not after or "/" in after:
+    # Only a usable Firestore document id may reach the query (".", "..", "__x__",
+    # lone surrogates and ids over 1500 bytes are refused by Firestore with an error).
+    try:
+        size = len(after.encode("utf-8"))
+    except UnicodeEncodeError:
+        size = 0
+    reserved = after in (".", "..") or (after.startswith("__") and after.endswith("__"))
+    if not after or "/" in after or not 0 < size <= 1500 or reserved:
         raise InvalidRequestError("page_token is not a token this service issued")
     return after

@@ -9,14 +9,20 @@ body is even read; the verified caller travels to the handler in `CALLER`.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from contextvars import Token
 from typing import Any
 
 from connectrpc.code import Code
+from connectrpc.codec import Codec
+from connectrpc.compat import google_protobuf_binary_codec, google_protobuf_json_codec
 from connectrpc.errors import ConnectError
 from connectrpc.request import RequestContext
+from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor
+from google.protobuf.message import Message
 from starlette.types import ASGIApp
 
 from paynow_service.config import Settings
@@ -84,11 +90,55 @@ async def _answer(method: str, call: Callable[[Any], Awaitable[Any]], request: A
         raise ConnectError(Code[name], message) from None
 
 
+class StrictJSONCodec(Codec[Message, Any]):
+    """proto3 JSON, refusing what google.protobuf's parser silently rounds.
+
+    Its parser turns an enum given as 1.5 or `true` into a member (int(value)): a
+    credit could land in the wrong balance. Enum fields must be a name or an integer.
+    """
+
+    def __init__(self) -> None:
+        self._inner = google_protobuf_json_codec()
+
+    def name(self) -> str:
+        return self._inner.name()
+
+    def encode(self, message: Message) -> bytes:
+        return self._inner.encode(message)
+
+    def decode(self, data: bytes | bytearray, message_class: type[Any]) -> Any:
+        try:
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            document = None  # the parser below reports it in its own words
+        if isinstance(document, dict):
+            _check_enums(document, message_class.DESCRIPTOR)
+        return self._inner.decode(data, message_class)
+
+
+def _check_enums(document: dict[str, Any], descriptor: Descriptor) -> None:
+    for field in descriptor.fields:
+        value = document.get(field.json_name, document.get(field.name))
+        if value is None:
+            continue
+        values = value if isinstance(value, list) else [value]
+        if field.enum_type is not None:
+            for item in values:
+                if isinstance(item, bool) or not isinstance(item, str | int):
+                    raise json_format.ParseError(f"{field.name}: an enum is a name or an integer")
+        elif field.message_type is not None and not field.message_type.GetOptions().map_entry:
+            for item in values:
+                if isinstance(item, dict):
+                    _check_enums(item, field.message_type)
+
+
 def build_points_asgi(settings: Settings, points: PointsCore | PointsLedger) -> tuple[str, ASGIApp]:
     """The mount path and the Connect ASGI app; `points` may be the core or just the ledger."""
     core = points if isinstance(points, PointsCore) else PointsCore(points)
     app = PointsServiceASGIApplication(
-        ConnectPoints(PointsApi(core)), interceptors=[ConnectAuth(points_authenticator(settings))]
+        ConnectPoints(PointsApi(core)),
+        interceptors=[ConnectAuth(points_authenticator(settings))],
+        codecs=[google_protobuf_binary_codec(), StrictJSONCodec()],
     )
     path: str = app.path
     return path, app

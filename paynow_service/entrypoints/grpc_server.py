@@ -44,6 +44,9 @@ _OPTIONS = (
 )
 
 
+_UNDECODABLE = object()
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     """Authenticates PointsService calls and puts the caller in CALLER for the handler."""
 
@@ -62,8 +65,20 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             return handler
         inner = handler.unary_unary
         auth = self._auth
+        decode = handler.request_deserializer
+
+        def safe_decode(raw: bytes) -> Any:
+            # grpc answers UNKNOWN when a deserializer raises; bad bytes are the caller's fault.
+            try:
+                return decode(raw)
+            except Exception:  # noqa: BLE001 (DecodeError and friends)
+                return _UNDECODABLE
 
         async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            if request is _UNDECODABLE:
+                await context.abort(
+                    grpc.StatusCode.INVALID_ARGUMENT, "the request is not a valid protobuf message"
+                )
             metadata = dict(context.invocation_metadata() or ())
             try:
                 caller = await auth.verify(metadata.get("authorization"))
@@ -78,7 +93,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
 
         return grpc.unary_unary_rpc_method_handler(
             guarded,
-            request_deserializer=handler.request_deserializer,
+            request_deserializer=safe_decode,
             response_serializer=handler.response_serializer,
         )
 

@@ -9,7 +9,7 @@ both processes are still alive and that GetBalance still answers over both trans
 
 Properties: never INTERNAL / UNKNOWN / HTTP 5xx; the documented codes (INVALID_ARGUMENT,
 NOT_FOUND, ALREADY_EXISTS, RESOURCE_EXHAUSTED); a refused write writes nothing; an
-accepted one is in Firestore as answered. Known server bugs are strict xfails.
+accepted one is in Firestore as answered.
 """
 
 from __future__ import annotations
@@ -466,16 +466,11 @@ def test_forged_page_tokens(
     assert points.call(transport, "ListLedger", request)[0] == "INVALID_ARGUMENT", name
 
 
-# A token whose `after` is not a usable Firestore document id reaches Firestore (or the
-# protobuf encoder) unchecked: `_decode_token` refuses only '/' and "". Answered INTERNAL / 500.
+# A token whose `after` is not a usable Firestore document id must be refused before it
+# reaches Firestore (which answers such ids with an error of its own).
 RESERVED_AFTER = ["__x__", ".", "..", "\ud800"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a forged page_token naming '__x__', '.', '..' or a lone surrogate as its cursor "
-    "is answered INTERNAL (Firestore InvalidArgument / UnicodeEncodeError), not INVALID_ARGUMENT",
-)
 @pytest.mark.parametrize("transport", TRANSPORTS)
 @pytest.mark.parametrize("after", RESERVED_AFTER, ids=["dunder", "dot", "dotdot", "surrogate"])
 def test_forged_page_token_with_unusable_cursor(points: Points, transport: str, after: str) -> None:
@@ -489,7 +484,7 @@ def test_forged_page_token_with_unusable_cursor(points: Points, transport: str, 
 
 
 def _connect_no_5xx_assert(p: Points, transport: str, request: Message) -> tuple[str, None]:
-    """Connect without the helper's own 5xx assertion, so the xfail reports the code."""
+    """Connect without the helper's own 5xx assertion, so a failure reports the code."""
     if transport == "connect-json":
         body, content_type = json_format.MessageToJson(request).encode(), "application/json"
     else:
@@ -554,12 +549,6 @@ def test_hostile_json_credits(points: Points, name: str, body: Callable[[Points]
     assert response.json()["code"] == "invalid_argument"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug (protobuf's Python JSON parser, unguarded): a non-integer JSON kind is truncated "
-    'to an enum number, so `"kind": 1.5` or `true` credits KIND_PAID and `2.9` KIND_PROMO, instead '
-    "of INVALID_ARGUMENT (proto3 JSON takes an enum as its name or an integer)",
-)
 @pytest.mark.parametrize("kind", [1.5, 2.9, True], ids=["1.5", "2.9", "true"])
 def test_non_integer_json_kinds_are_refused(points: Points, kind: object) -> None:
     uid = fresh_uid()
@@ -630,11 +619,6 @@ GARBAGE = [
 ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: a gRPC request body that is not a valid protobuf message is answered UNKNOWN "
-    "('Unexpected DecodeError', grpc's deserializer failure), not INVALID_ARGUMENT",
-)
 @pytest.mark.parametrize("method", ["CreditPoints", "GetBalance"])
 @pytest.mark.parametrize("body", [b for _, b in GARBAGE], ids=[n for n, _ in GARBAGE])
 def test_garbage_protobuf_over_grpc(points: Points, method: str, body: bytes) -> None:
@@ -642,7 +626,7 @@ def test_garbage_protobuf_over_grpc(points: Points, method: str, body: bytes) ->
 
 
 def test_undecodable_grpc_bodies_never_crash_the_server(points: Points) -> None:
-    """The survivable part of the xfail above: the server answers, and never INTERNAL."""
+    """After garbage bytes the server still answers, and never INTERNAL."""
     for _, body in GARBAGE:
         for method in RESPONSES:
             assert points.grpc_raw(method, body) in ("INVALID_ARGUMENT", "UNKNOWN")
@@ -789,7 +773,7 @@ def test_generated_reversals_of_unknown_entries(
 
 
 def _usable_cursor(after: str) -> bool:
-    """Not one of the cursors of the strict xfail above (reserved document ids)."""
+    """Not one of the reserved document ids tested above."""
     return after not in (".", "..") and not (after.startswith("__") and after.endswith("__"))
 
 
@@ -833,7 +817,6 @@ def test_generated_garbage_protobuf_over_grpc(points: Points, body: bytes, metho
     try:
         REQUESTS[method].FromString(body)
     except DecodeError:
-        # Expected INVALID_ARGUMENT; UNKNOWN is the bug `test_garbage_protobuf_over_grpc` records.
-        assert code in ("INVALID_ARGUMENT", "UNKNOWN"), code
+        assert code == "INVALID_ARGUMENT", code
     else:
         assert code in {"OK"} | REFUSALS, code
