@@ -1,0 +1,1332 @@
+"""Load test of the whole pipeline (webhook in queue mode -> Pub/Sub -> worker -> Firestore),
+with the invariants checked from Firestore itself and a same-run floor.
+
+    python bench/load.py                       # 100/s for 60 s against a stack it starts itself
+    python bench/load.py --rate 30 --duration 10 --floor-duration 5
+    python bench/load.py --find-max            # raise the rate until answer p95 > 50 ms or errors
+    python bench/load.py --worker push         # Pub/Sub pushes to the HTTP app instead of the pull worker
+    python bench/load.py --url http://127.0.0.1:8080/api/paynow/webhook   # an already-running stack
+    paynow-service loadtest ARGS               # the same tool
+
+By default it starts everything on loopback: both emulators, `infra apply` with the fast
+test overrides (ack deadline 10 s, backoff 1-2 s), `paynow-service serve` in queue mode and
+the pull worker (or push to the HTTP app). `--pubsub-host/--firestore-host` reuse running
+emulators (the tool still starts its own serve and worker); `--url` targets a running stack
+whose settings come from the environment (PAYNOW_WEBHOOK_SECRETS, PRODUCT_CATALOG,
+PUBSUB_DLQ_SUBSCRIPTION ...) or the flags.
+
+Traffic, open loop at a fixed rate (each delivery on its own schedule: a slow answer does
+not slow the sender): signed, realistic PayNow events of many users from `build_event`
+(orders of the catalog's products, subscription activations and renewals, ignored types),
+10% exact duplicate deliveries (the same bytes re-sent), bursts for one user, a few
+unknown products (they must end in the DLQ), refunds of earlier orders (sent after the
+order was accepted). A non-2xx answer is retried like PayNow would (1, 2, 4 s) and counted
+as an error.
+
+Then it waits (bounded) for the queue to drain and checks from Firestore and the DLQ
+(tests/support/invariants.py): every accepted event processed exactly once with exactly
+its ledger entries; each wallet equal to its ledger and to the expected sum; ledgers serial;
+no entry without its event; every bad event in the DLQ with reason unknown_product and
+nowhere else. Exit status 1 if an invariant fails.
+
+The floor: a bare script doing what the queue-mode webhook must do for the same
+deliveries (one Firestore create of the same record, or a read when it exists, and one
+ordered Pub/Sub publish of the same message) at the same rate, in the same run, on the
+same emulators. Answer p95 is reported as a ratio to the floor's.
+
+Writes bench/results/load-<time>.json, .md and .png (latency over time). Bounded: every
+request has a timeout, retries are capped, every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import random
+import struct
+import sys
+import tempfile
+import threading
+import time
+import uuid
+import zlib
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+from google.api_core import exceptions as gexc  # noqa: E402
+from google.cloud import firestore  # noqa: E402
+from google.cloud.pubsub_v1 import PublisherClient  # noqa: E402
+from google.pubsub_v1 import PublisherAsyncClient  # noqa: E402
+from google.pubsub_v1.types import PubsubMessage  # noqa: E402
+
+from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
+from paynow_service.adapters.event_codec import encode_event  # noqa: E402
+from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology  # noqa: E402
+from paynow_service.config import Settings  # noqa: E402
+from paynow_service.domain.catalog import Catalog  # noqa: E402
+from paynow_service.domain.paynow import decode_envelope, event_from_envelope, payload_hash  # noqa: E402
+from paynow_service.domain.signature import sign  # noqa: E402
+from tests.support.invariants import (  # noqa: E402
+    EventFactory,
+    Expectation,
+    InvariantReport,
+    PlannedEvent,
+    check,
+    pull_dead_letters,
+    read_state,
+    wait_drained,
+)
+from tests.support.processes import ServiceProcess, wait_port  # noqa: E402
+
+SECRET = "pn-load-secret"
+TARGET_P95_MS = 50.0
+FLOOR_RATIO_TARGET = 1.5
+RETRY_BACKOFF_S = (1.0, 2.0, 4.0)  # PayNow retries with backoff; bounded here
+REQUEST_TIMEOUT_S = 10.0
+CATALOG = """
+[products."411486491630370816"]   # points pack S
+points = 500
+
+[products."411486491630370820"]   # points pack L
+points = 1200
+
+[products."411486491630370818"]   # promo pack
+points = 50
+kind = "promo"
+
+[subscriptions."411486491630370817"]   # monthly plan
+points_per_cycle = 1000
+"""
+FAST = InfraOverrides(ack_deadline_s=10, min_backoff_s=1, max_backoff_s=2)
+
+
+# ---- statistics ---------------------------------------------------------------------------------
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile; NaN for no values."""
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
+    return ordered[index]
+
+
+def fmt(value: float | None, digits: int = 1) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+# ---- the traffic --------------------------------------------------------------------------------
+
+
+@dataclass
+class Delivery:
+    due: float  # seconds after the phase starts
+    planned: PlannedEvent
+    duplicate: bool = False
+    needs: str = ""  # event id that must have been accepted first (refund -> order, renewal -> activation)
+    label: str = ""  # order, burst, refund, subscription, renewal, ignored, unknown_product, duplicate
+
+
+@dataclass
+class Mix:
+    duplicates: float = 0.10
+    refunds: float = 0.05
+    subscriptions: float = 0.04
+    renewals: float = 0.03
+    ignored: float = 0.09
+    unknown: float = 0.005  # at least `min_unknown` per phase
+    min_unknown: int = 3
+    burst_every_s: float = 5.0
+    burst_len: int = 15
+    dependency_delay_s: float = 2.0  # a refund or renewal goes out at least this long after its origin
+
+
+def plan_traffic(
+    factory: EventFactory, *, rate: float, duration: float, users: Sequence[str], rng: random.Random, mix: Mix
+) -> list[Delivery]:
+    """The deliveries of one phase, `rate` per second for `duration` seconds, all planned up front."""
+    total = max(1, round(rate * duration))
+    unknown_count = max(mix.min_unknown, round(total * mix.unknown)) if total >= 10 * mix.min_unknown else 1
+    unknown_at = {int(total * (k + 0.5) / unknown_count) for k in range(unknown_count)}
+    burst_every = max(mix.burst_len * 2, round(rate * mix.burst_every_s))
+    deliveries: list[Delivery] = []
+    originals: list[Delivery] = []
+    refundable: list[Delivery] = []
+    renewable: list[Delivery] = []
+    hot = users[0]
+    for i in range(total):
+        t = i / rate
+        if i % burst_every == burst_every // 2:
+            hot = rng.choice(users)
+        in_burst = burst_every // 2 <= i % burst_every < burst_every // 2 + mix.burst_len
+        ready = t - mix.dependency_delay_s
+        delivery: Delivery
+        if i in unknown_at:
+            delivery = Delivery(t, factory.unknown_product(rng.choice(users)), label="unknown_product")
+        elif in_burst:
+            delivery = Delivery(t, factory.order(hot), label="burst")
+        else:
+            r = rng.random()
+            edges = [mix.duplicates, mix.refunds, mix.subscriptions, mix.renewals, mix.ignored]
+            cut = [sum(edges[: k + 1]) for k in range(len(edges))]
+            refund_pool = [d for d in refundable if d.due <= ready]
+            renew_pool = [d for d in renewable if d.due <= ready]
+            recent = [d for d in originals[-int(rate * 5) - 1 :] if d.due <= t]
+            if r < cut[0] and recent:
+                original = rng.choice(recent)
+                delivery = Delivery(
+                    t, original.planned, duplicate=True, needs=original.needs, label="duplicate"
+                )
+            elif r < cut[1] and refund_pool:
+                order = rng.choice(refund_pool)
+                refundable.remove(order)
+                delivery = Delivery(
+                    t, factory.refund(order.planned), needs=order.planned.event_id, label="refund"
+                )
+            elif r < cut[2] and factory.plans:
+                delivery = Delivery(t, factory.subscription(rng.choice(users)), label="subscription")
+            elif r < cut[3] and renew_pool and factory.plans:
+                origin = rng.choice(renew_pool)
+                renewable.remove(origin)
+                delivery = Delivery(
+                    t, factory.subscription("", renew_of=origin.planned), needs=origin.planned.event_id,
+                    label="renewal",
+                )  # fmt: skip
+            elif r < cut[4]:
+                delivery = Delivery(t, factory.ignored(rng.choice(users)), label="ignored")
+            else:
+                delivery = Delivery(t, factory.order(rng.choice(users)), label="order")
+        deliveries.append(delivery)
+        if not delivery.duplicate:
+            originals.append(delivery)
+            if delivery.label in ("order", "burst") and delivery.planned.credit_points:
+                refundable.append(delivery)
+            if delivery.label in ("subscription", "renewal"):
+                renewable.append(delivery)
+    return deliveries
+
+
+# ---- sending ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    t: float  # when the request started, seconds after the phase started
+    ms: float  # answer latency
+    status: int  # HTTP status, 0 for a transport error or timeout
+    outcome: str  # the answer's status (queued, duplicate, ignored, processed ...) or the error
+    label: str
+    retry: int  # 0 for the first try of a delivery
+    event_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+
+@dataclass
+class PhaseResult:
+    name: str
+    rate: float
+    duration: float
+    samples: list[Sample] = field(default_factory=list)
+    skipped: int = 0  # a refund or renewal whose origin was never accepted
+    wall_s: float = 0.0  # first to last request start
+    lag_s: float = 0.0  # how far behind schedule the sender ran at most
+
+    @property
+    def first_tries(self) -> list[Sample]:
+        return [s for s in self.samples if s.retry == 0]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for s in self.samples if not s.ok)
+
+    def latencies(self) -> list[float]:
+        return [s.ms for s in self.samples]
+
+    @property
+    def accepted_events(self) -> int:
+        return len({s.event_id for s in self.samples if s.ok})
+
+    def summary(self) -> dict[str, Any]:
+        lat = self.latencies()
+        sent = len(self.first_tries)
+        return {
+            "phase": self.name,
+            "target_rate": self.rate,
+            "duration_s": self.duration,
+            "deliveries": sent,
+            "requests": len(self.samples),
+            "retries": len(self.samples) - sent,
+            "errors": self.errors,
+            "skipped": self.skipped,
+            "achieved_rate": round(sent / self.wall_s, 1) if self.wall_s > 0 else float(sent),
+            "sender_max_lag_ms": round(self.lag_s * 1000, 1),
+            "p50_ms": round(percentile(lat, 50), 2),
+            "p95_ms": round(percentile(lat, 95), 2),
+            "p99_ms": round(percentile(lat, 99), 2),
+            "max_ms": round(max(lat), 2) if lat else float("nan"),
+            "outcomes": dict(Counter(s.outcome for s in self.samples)),
+        }
+
+
+async def open_loop(deliveries: Sequence[Delivery], one: Any, phase: PhaseResult) -> None:
+    """Start `one(delivery)` at each delivery's due time (open loop) and wait for all of them."""
+    start = time.perf_counter()
+    tasks: list[asyncio.Task[None]] = []
+    for delivery in deliveries:
+        delay = start + delivery.due - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            phase.lag_s = max(phase.lag_s, -delay)
+        tasks.append(asyncio.create_task(one(delivery, start)))
+    phase.wall_s = time.perf_counter() - start
+    await asyncio.gather(*tasks)
+
+
+class WebhookSender:
+    """Signs and posts deliveries like PayNow: each delivery retried on a non-2xx (bounded)."""
+
+    def __init__(self, url: str, secret: str, expectation: Expectation) -> None:
+        self.url = url
+        self.secret = secret
+        self.expectation = expectation
+
+    async def run(
+        self, name: str, rate: float, duration: float, deliveries: Sequence[Delivery]
+    ) -> PhaseResult:
+        phase = PhaseResult(name, rate, duration)
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+        async with httpx.AsyncClient(timeout=REQUEST_TIMEOUT_S, limits=limits) as client:
+
+            async def one(delivery: Delivery, start: float) -> None:
+                planned = delivery.planned
+                if delivery.needs and not self.expectation.is_accepted(delivery.needs):
+                    phase.skipped += 1
+                    return
+                if delivery.duplicate and planned.event_id not in self.expectation.events:
+                    phase.skipped += 1
+                    return
+                self.expectation.add(planned)
+                for attempt in range(len(RETRY_BACKOFF_S) + 1):
+                    began = time.perf_counter()
+                    ts = str(int(time.time() * 1000))
+                    headers = {
+                        "Content-Type": "application/json",
+                        "PayNow-Signature": sign(self.secret, ts, planned.body),
+                        "PayNow-Timestamp": ts,
+                        "User-Agent": "paynow-service loadtest",
+                    }
+                    try:
+                        response = await client.post(self.url, content=planned.body, headers=headers)
+                        status = response.status_code
+                        try:
+                            answer = response.json()
+                            outcome = str(answer.get("status") or answer.get("error") or status)
+                        except ValueError:
+                            outcome = str(status)
+                    except Exception as err:  # a transport error is an error answer, not a crash
+                        status, outcome = 0, type(err).__name__
+                    ms = (time.perf_counter() - began) * 1000
+                    phase.samples.append(
+                        Sample(began - start, ms, status, outcome, delivery.label, attempt, planned.event_id)
+                    )
+                    if 200 <= status < 300:
+                        self.expectation.accept(planned.event_id)
+                        return
+                    if attempt < len(RETRY_BACKOFF_S):
+                        await asyncio.sleep(RETRY_BACKOFF_S[attempt])
+
+            with contextlib.suppress(Exception):  # warm the connection pool, outside the measurement
+                await client.get(self.url.rsplit("/api/", 1)[0] + "/healthz")
+            await open_loop(deliveries, one, phase)
+        return phase
+
+
+# ---- the floor ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _FloorItem:
+    event_id: str
+    record: dict[str, Any]
+    data: bytes
+    attributes: dict[str, str]
+    ordering_key: str
+
+
+def _floor_item(body: bytes) -> _FloorItem:
+    now = int(time.time() * 1000)
+    envelope = decode_envelope(body)
+    event = event_from_envelope(envelope, received_at_ms=now, sent_at_ms=now)
+    data, attributes = encode_event(event)
+    record = {
+        "status": "queued", "eventType": event.event_type, "orderingKey": event.resolved_ordering_key(),
+        "payloadHash": payload_hash(envelope.body), "publishedAt": None, "attempts": 0, "processedAt": None,
+        "result": None, "failureReason": None, "event": data,
+    }  # fmt: skip
+    return _FloorItem(event.event_id, record, data, attributes, event.resolved_ordering_key())
+
+
+async def run_floor(
+    project: str, topic_path: str, collection: str, name: str, rate: float, duration: float,
+    deliveries: Sequence[Delivery],
+) -> PhaseResult:  # fmt: skip
+    """The queue-mode webhook's own work, bare: Firestore create (or a read if it exists), ordered publish."""
+    phase = PhaseResult(name, rate, duration)
+    items = {d.planned.event_id: _floor_item(d.planned.body) for d in deliveries}
+    db = firestore.AsyncClient(project=project)
+    publisher = PublisherAsyncClient()
+    try:
+
+        async def work(item: _FloorItem) -> str:
+            ref = db.collection(collection).document(item.event_id)
+            now = dt.datetime.now(dt.UTC)
+            try:
+                await ref.create(
+                    {
+                        **item.record,
+                        "receivedAt": now,
+                        "leaseAt": now,
+                        "expiresAt": now + dt.timedelta(days=30),
+                    },
+                    timeout=REQUEST_TIMEOUT_S,
+                )
+            except gexc.AlreadyExists:
+                await ref.get(timeout=REQUEST_TIMEOUT_S)
+                return "duplicate"
+            message = PubsubMessage(
+                data=item.data, attributes=item.attributes, ordering_key=item.ordering_key
+            )
+            await publisher.publish(
+                topic=topic_path, messages=[message], retry=None, timeout=REQUEST_TIMEOUT_S
+            )
+            return "queued"
+
+        async def one(delivery: Delivery, start: float) -> None:
+            began = time.perf_counter()
+            try:
+                outcome = await asyncio.wait_for(work(items[delivery.planned.event_id]), REQUEST_TIMEOUT_S)
+                status = 200
+            except Exception as err:  # counted, never stops the run
+                status, outcome = 0, type(err).__name__
+            phase.samples.append(
+                Sample(
+                    began - start, (time.perf_counter() - began) * 1000, status, outcome, delivery.label, 0
+                )
+            )
+
+        # Warm both channels outside the measurement, as the service's are by then.
+        with contextlib.suppress(Exception):
+            await db.collection(collection).document("warm-up").get(timeout=REQUEST_TIMEOUT_S)
+            await publisher.get_topic(topic=topic_path, timeout=REQUEST_TIMEOUT_S)
+        await open_loop(deliveries, one, phase)
+    finally:
+        await publisher.transport.close()  # type: ignore[no-untyped-call]
+        db.close()  # type: ignore[no-untyped-call]
+    return phase
+
+
+# ---- the stack ----------------------------------------------------------------------------------
+
+
+class RssSampler:
+    """Samples VmRSS of some processes from /proc (no dependency) every `interval_s`."""
+
+    def __init__(self, pids: dict[str, int], interval_s: float = 0.5) -> None:
+        self.pids = {k: v for k, v in pids.items() if v}
+        self.interval_s = interval_s
+        self.peak_kb: dict[str, int] = dict.fromkeys(self.pids, 0)
+        self.last_kb: dict[str, int] = dict.fromkeys(self.pids, 0)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss", daemon=True)
+
+    @staticmethod
+    def read_kb(pid: int, field_name: str = "VmRSS") -> int:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+        except (OSError, ValueError, IndexError):
+            pass
+        return 0
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample()
+
+    def sample(self) -> None:
+        for name, pid in self.pids.items():
+            kb = self.read_kb(pid)
+            if kb:
+                self.last_kb[name] = kb
+                self.peak_kb[name] = max(self.peak_kb[name], kb)
+
+    def start(self) -> RssSampler:
+        self.sample()
+        self._thread.start()
+        return self
+
+    def stop(self) -> dict[str, dict[str, float]]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        self.sample()
+        return {
+            name: {
+                "peak_mib": round(self.peak_kb[name] / 1024, 1),
+                "last_mib": round(self.last_kb[name] / 1024, 1),
+                "hwm_mib": round(self.read_kb(pid, "VmHWM") / 1024, 1),
+            }
+            for name, pid in self.pids.items()
+        }
+
+
+@dataclass
+class Stack:
+    url: str
+    settings: Settings
+    project: str
+    secret: str
+    catalog: Catalog
+    worker_kind: str
+    pids: dict[str, int] = field(default_factory=dict)
+    worker_logs: list[Path] = field(default_factory=list)
+    workdir: Path | None = None
+    started: list[str] = field(default_factory=list)  # what this tool started itself
+
+
+@contextlib.contextmanager
+def open_stack(args: argparse.Namespace) -> Iterator[Stack]:
+    """The stack under test: the one at --url, or one this tool starts (and stops)."""
+    workdir = Path(tempfile.mkdtemp(prefix="paynow-load-"))
+    emulators: EmulatorStack | None = None
+    processes: list[ServiceProcess] = []
+    try:
+        if args.url:
+            yield _existing_stack(args)
+            return
+        env: dict[str, str] = {}
+        if args.pubsub_host or args.firestore_host:
+            if not (args.pubsub_host and args.firestore_host):
+                raise SystemExit("load: --pubsub-host and --firestore-host go together")
+            env.update(
+                PUBSUB_EMULATOR_HOST=args.pubsub_host,
+                FIRESTORE_EMULATOR_HOST=args.firestore_host,
+                GOOGLE_CLOUD_PROJECT=args.project or os.environ.get("GOOGLE_CLOUD_PROJECT") or "paynow-local",
+            )
+        else:
+            print("starting the Pub/Sub and Firestore emulators ...", file=sys.stderr, flush=True)
+            emulators = EmulatorStack.start(project=args.project or "paynow-load", log_dir=workdir)
+            env.update(emulators.env())
+        os.environ.update(env)  # this tool's own clients (floor, checks) use them too
+        catalog_path = workdir / "catalog.toml"
+        catalog_path.write_text(CATALOG)
+        run = uuid.uuid4().hex[:8]
+        env.update(
+            PUBSUB_TOPIC=f"load-{run}-events",
+            PUBSUB_DLQ_TOPIC=f"load-{run}-events-dlq",
+            PUBSUB_SUBSCRIPTION=f"load-{run}-events-sub",
+            PUBSUB_DLQ_SUBSCRIPTION=f"load-{run}-events-dlq-sub",
+            PAYNOW_WEBHOOK_SECRETS=SECRET,
+            PRODUCT_CATALOG=str(catalog_path),
+            WEBHOOK_MODE="queue",
+            PUSH_AUTH="disabled",
+            POINTS_AUTH="disabled",
+            LOG_LEVEL=args.log_level,
+            HTTP_ROUTES="webhook,push" if args.worker == "push" else "webhook",
+        )
+        settings = Settings.from_env(env)
+        port = args.port or free_port()
+        env["PORT"] = str(port)
+        server = ServiceProcess("serve", env, workdir, port=port)
+        processes.append(server)
+        if not wait_port(port, 40):
+            raise SystemExit(f"load: serve did not listen on {port}:\n{server.logs()[-2000:]}")
+        overrides = FAST
+        if args.worker == "push":
+            overrides = InfraOverrides(
+                ack_deadline_s=10, min_backoff_s=1, max_backoff_s=2,
+                push_endpoint=f"http://127.0.0.1:{port}/api/tasks/paynow/process",
+            )  # fmt: skip
+        infra = PubSubInfra(settings)
+        try:
+            infra.apply(desired_topology(settings, overrides))
+        finally:
+            infra.close()
+        pids = {"server": server.process.pid}
+        logs = [server.log_path]
+        if args.worker == "pull":
+            worker = ServiceProcess("worker", env, workdir)
+            processes.append(worker)
+            pids["worker"] = worker.process.pid
+            logs = [worker.log_path]
+        yield Stack(
+            url=f"http://127.0.0.1:{port}/api/paynow/webhook",
+            settings=settings,
+            project=settings.google_cloud_project,
+            secret=SECRET,
+            catalog=Catalog.from_toml(CATALOG),
+            worker_kind=args.worker,
+            pids=pids,
+            worker_logs=logs,
+            workdir=workdir,
+            started=(["emulators"] if emulators else [])
+            + ["serve"]
+            + (["worker"] if args.worker == "pull" else []),
+        )
+    finally:
+        for process in processes:
+            process.stop()
+        if emulators is not None:
+            emulators.stop()
+
+
+def _existing_stack(args: argparse.Namespace) -> Stack:
+    if args.pubsub_host:
+        os.environ["PUBSUB_EMULATOR_HOST"] = args.pubsub_host
+    if args.firestore_host:
+        os.environ["FIRESTORE_EMULATOR_HOST"] = args.firestore_host
+    if args.project:
+        os.environ["GOOGLE_CLOUD_PROJECT"] = args.project
+    if args.dlq_subscription:
+        os.environ["PUBSUB_DLQ_SUBSCRIPTION"] = args.dlq_subscription
+    settings = Settings.from_env()
+    secret = args.secret or next((s for s in settings.paynow_webhook_secrets if s), "")
+    if not secret:
+        raise SystemExit("load: --url needs --secret or PAYNOW_WEBHOOK_SECRETS")
+    catalog_path = args.catalog or settings.product_catalog
+    if not catalog_path:
+        raise SystemExit("load: --url needs --catalog or PRODUCT_CATALOG (to know what each event is worth)")
+    logs = [Path(p) for p in args.worker_log]
+    pids = {"server": args.server_pid or 0, "worker": args.worker_pid or 0}
+    return Stack(
+        url=args.url,
+        settings=settings,
+        project=settings.google_cloud_project,
+        secret=secret,
+        catalog=Catalog.from_toml(Path(catalog_path).read_text(encoding="utf-8")),
+        worker_kind=args.worker,
+        pids={k: v for k, v in pids.items() if v},
+        worker_logs=logs,
+    )
+
+
+# ---- after the load: drain, processing, lag, invariants -------------------------------------------
+
+
+def worker_processing_ms(logs: Sequence[Path], event_ids: set[str]) -> list[float]:
+    """processing_ms of "Worker processed event successfully" lines for this run's events."""
+    values: list[float] = []
+    for path in logs:
+        with contextlib.suppress(OSError), open(path, encoding="utf-8", errors="replace") as handle:
+            for line in handle:
+                if "Worker processed event successfully" not in line:
+                    continue
+                with contextlib.suppress(ValueError, TypeError):
+                    record = json.loads(line)
+                    if record.get("event_id") in event_ids and record.get("processing_ms") is not None:
+                        values.append(float(record["processing_ms"]))
+    return values
+
+
+def pipeline_timing(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Lag (receivedAt -> processedAt) of events the worker processed, and its throughput."""
+    lags: list[float] = []
+    by: Counter[str] = Counter()
+    received: list[dt.datetime] = []
+    processed: list[dt.datetime] = []
+    for record in records.values():
+        if record.get("status") != "processed":
+            continue
+        component = str((record.get("result") or {}).get("by", ""))
+        by[component] += 1
+        got, done = record.get("receivedAt"), record.get("processedAt")
+        if isinstance(got, dt.datetime) and isinstance(done, dt.datetime) and component == "paynow_worker":
+            lags.append((done - got).total_seconds() * 1000)
+            received.append(got)
+            processed.append(done)
+    span = (max(processed) - min(received)).total_seconds() if processed else 0.0
+    return {
+        "lag_ms": lags,
+        "processed_by": dict(by),
+        "worker_processed": len(lags),
+        "worker_throughput": round(len(lags) / span, 1) if span > 0 else float("nan"),
+    }
+
+
+@dataclass
+class Verification:
+    drained: bool
+    drain_s: float
+    pending: dict[str, str]
+    report: InvariantReport
+    records: dict[str, dict[str, Any]]
+
+
+def verify(
+    stack: Stack, expectation: Expectation, *, drain_timeout_s: float, strict_dlq: bool = True
+) -> Verification:
+    began = time.monotonic()
+    drained, pending = wait_drained(stack.project, expectation, timeout_s=drain_timeout_s)
+    drain_s = time.monotonic() - began
+    bad = {e.event_id for e in expectation.events.values() if e.status == "failed_terminal"}
+    accepted_bad = sum(1 for e in bad if expectation.is_accepted(e))
+    letters = pull_dead_letters(
+        stack.settings.subscription_path(stack.settings.pubsub_dlq_subscription),
+        set(expectation.events),
+        want=accepted_bad,
+        wait_s=20,
+    )
+    state = read_state(stack.project, expectation)
+    report = check(expectation, state, letters, dlq_duplicates_ok=not strict_dlq)
+    return Verification(drained, drain_s, pending, report, state.records)
+
+
+# ---- the PNG (no plotting dependency: a raster, zlib and the PNG chunk format) -------------------
+
+_FONT = {  # 3x5 glyphs, rows top to bottom, bit 2 = left column
+    "0": (7, 5, 5, 5, 7), "1": (2, 6, 2, 2, 7), "2": (7, 1, 7, 4, 7), "3": (7, 1, 7, 1, 7),
+    "4": (5, 5, 7, 1, 1), "5": (7, 4, 7, 1, 7), "6": (7, 4, 7, 5, 7), "7": (7, 1, 1, 2, 2),
+    "8": (7, 5, 7, 5, 7), "9": (7, 5, 7, 1, 7), ".": (0, 0, 0, 0, 2), " ": (0, 0, 0, 0, 0),
+    "/": (1, 1, 2, 4, 4), "-": (0, 0, 7, 0, 0), "=": (0, 7, 0, 7, 0), "x": (0, 5, 2, 5, 0),
+    "A": (2, 5, 7, 5, 5), "C": (7, 4, 4, 4, 7), "D": (6, 5, 5, 5, 6), "E": (7, 4, 6, 4, 7),
+    "F": (7, 4, 6, 4, 4), "G": (7, 4, 5, 5, 7), "H": (5, 5, 7, 5, 5), "I": (7, 2, 2, 2, 7),
+    "K": (5, 5, 6, 5, 5), "L": (4, 4, 4, 4, 7), "M": (5, 7, 7, 5, 5), "N": (6, 5, 5, 5, 5),
+    "O": (7, 5, 5, 5, 7), "P": (7, 5, 7, 4, 4), "R": (6, 5, 6, 5, 5), "S": (7, 4, 7, 1, 7),
+    "T": (7, 2, 2, 2, 2), "U": (5, 5, 5, 5, 7), "W": (5, 5, 7, 7, 5), "Y": (5, 5, 2, 2, 2),
+}  # fmt: skip
+
+
+class Canvas:
+    def __init__(self, width: int, height: int) -> None:
+        self.width, self.height = width, height
+        self.pixels = bytearray(b"\xff" * (width * height * 3))
+
+    def dot(self, x: int, y: int, color: tuple[int, int, int]) -> None:
+        if 0 <= x < self.width and 0 <= y < self.height:
+            i = (y * self.width + x) * 3
+            self.pixels[i : i + 3] = bytes(color)
+
+    def line(self, x0: int, y0: int, x1: int, y1: int, color: tuple[int, int, int], dash: int = 0) -> None:
+        dx, dy = abs(x1 - x0), -abs(y1 - y0)
+        sx, sy = (1 if x0 < x1 else -1), (1 if y0 < y1 else -1)
+        err, n = dx + dy, 0
+        while True:
+            if not dash or (n // dash) % 2 == 0:
+                self.dot(x0, y0, color)
+            n += 1
+            if x0 == x1 and y0 == y1:
+                return
+            e2 = 2 * err
+            if e2 >= dy:
+                err += dy
+                x0 += sx
+            if e2 <= dx:
+                err += dx
+                y0 += sy
+
+    def text(self, x: int, y: int, text: str, color: tuple[int, int, int], scale: int = 2) -> None:
+        for char in text.upper():
+            rows = _FONT.get(char, _FONT[" "])
+            for r, bits in enumerate(rows):
+                for c in range(3):
+                    if bits & (4 >> c):
+                        for dx in range(scale):
+                            for dy in range(scale):
+                                self.dot(x + c * scale + dx, y + r * scale + dy, color)
+            x += 4 * scale
+
+    def png(self) -> bytes:
+        stride = self.width * 3
+        raw = b"".join(
+            b"\x00" + bytes(self.pixels[y * stride : (y + 1) * stride]) for y in range(self.height)
+        )
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        header = struct.pack(">IIBBBBB", self.width, self.height, 8, 2, 0, 0, 0)
+        return (
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(raw, 9))
+            + chunk(b"IEND", b"")
+        )
+
+
+def per_second(samples: Sequence[Sample], q: float) -> list[tuple[float, float]]:
+    buckets: dict[int, list[float]] = {}
+    for s in samples:
+        buckets.setdefault(int(s.t), []).append(s.ms)
+    return [(k + 0.5, percentile(v, q)) for k, v in sorted(buckets.items())]
+
+
+def latency_png(service: PhaseResult, floor: PhaseResult | None, title: str) -> bytes:
+    """Answer latency per second of the run: p50, p95, p99; the floor's p95; the 50 ms ceiling."""
+    width, height, left, right, top, bottom = 960, 420, 70, 20, 40, 50
+    canvas = Canvas(width, height)
+    series = [
+        ("P50", per_second(service.samples, 50), (40, 110, 200)),
+        ("P95", per_second(service.samples, 95), (230, 120, 20)),
+        ("P99", per_second(service.samples, 99), (200, 30, 40)),
+    ]
+    if floor is not None and floor.samples:
+        series.append(("FLOOR P95", per_second(floor.samples, 95), (40, 150, 60)))
+    span_s = max([service.duration] + [x for _, points, _ in series for x, _ in points] + [1.0])
+    peak = max([TARGET_P95_MS * 1.2] + [y for _, points, _ in series for _, y in points if not math.isnan(y)])
+    y_max = 10 ** math.ceil(math.log10(peak)) if peak > 0 else 100.0
+    for step in (0.2, 0.25, 0.5):
+        if peak <= y_max * step * 4:
+            y_max *= step * 4
+            break
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def px(x: float, y: float) -> tuple[int, int]:
+        return left + round(x / span_s * plot_w), top + plot_h - round(min(y, y_max) / y_max * plot_h)
+
+    grey, black = (215, 215, 215), (30, 30, 30)
+    for k in range(5):
+        value = y_max * k / 4
+        _, y = px(0, value)
+        canvas.line(left, y, left + plot_w, y, grey)
+        canvas.text(4, y - 5, fmt(value, 0 if y_max >= 20 else 1), black)
+    for k in range(7):
+        value = span_s * k / 6
+        x, _ = px(value, 0)
+        canvas.line(x, top, x, top + plot_h, grey)
+        canvas.text(x - 10, top + plot_h + 8, f"{value:.0f}", black)
+    canvas.line(left, top, left, top + plot_h, black)
+    canvas.line(left, top + plot_h, left + plot_w, top + plot_h, black)
+    _, y50 = px(0, TARGET_P95_MS)
+    canvas.line(left, y50, left + plot_w, y50, (120, 120, 120), dash=6)
+    for _, points, color in series:
+        previous: tuple[int, int] | None = None
+        for x, y in points:
+            if math.isnan(y):
+                continue
+            point = px(x, y)
+            if previous is not None:
+                canvas.line(*previous, *point, color)
+            previous = point
+    canvas.text(left, 10, title[:80], black)
+    canvas.text(width - 190, top + plot_h + 30, "TIME S", black)
+    canvas.text(4, top + plot_h + 30, "MS", black)
+    x = left + 200
+    for name, _, color in series:
+        for dy in range(3):
+            canvas.line(x, top + plot_h + 35 + dy, x + 24, top + plot_h + 35 + dy, color)
+        canvas.text(x + 30, top + plot_h + 31, name, black)
+        x += 30 + 8 * len(name) + 30
+    canvas.line(x, top + plot_h + 36, x + 24, top + plot_h + 36, (120, 120, 120), dash=6)
+    canvas.text(x + 30, top + plot_h + 31, "50 MS", black)
+    return canvas.png()
+
+
+# ---- the report ---------------------------------------------------------------------------------
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+def _md_row(cells: Sequence[Any]) -> str:
+    return "| " + " | ".join(str(c) for c in cells) + " |"
+
+
+PHASE_COLUMNS = (
+    "phase",
+    "deliveries",
+    "requests",
+    "errors",
+    "achieved_rate",
+    "p50_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+)
+STEP_HEADER = (
+    "rate/s", "service achieved/s", "service p95 ms", "errors", "drained after s",
+    "floor achieved/s", "floor p95 ms", "floor errors",
+)  # fmt: skip
+
+
+def _step_cells(step: dict[str, Any]) -> list[Any]:
+    sv, fl = step.get("service") or {}, step.get("floor") or {}
+    return [
+        f"{step['rate']:g}", sv.get("achieved_rate", "-"), sv.get("p95_ms", "-"), sv.get("errors", "-"),
+        step.get("drain_s", "-"), fl.get("achieved_rate", "-"), fl.get("p95_ms", "-"), fl.get("errors", "-"),
+    ]  # fmt: skip
+
+
+def render_markdown(result: dict[str, Any], png_name: str) -> str:
+    s, f, inv, config = result["service"], result.get("floor"), result["invariants"], result["config"]
+    lines = [
+        f"# Load test {result['started_at']}",
+        "",
+        f"{config['rate']:g}/s open loop for {config['duration']:g} s, worker: {config['worker']}, "
+        f"stack: {result['stack']}. {result['machine']}",
+        "",
+        "| measure | value | target |",
+        "|---|---:|---|",
+        *(_md_row(row) for row in result["table"]),
+        "",
+        "## Answer latency",
+        "",
+        _md_row(PHASE_COLUMNS),
+        _md_row(["---"] + ["---:"] * (len(PHASE_COLUMNS) - 1)),
+        *(_md_row([phase[c] for c in PHASE_COLUMNS]) for phase in [s, *([f] if f else [])]),
+        "",
+        f"![answer latency over time]({png_name})",
+        "",
+    ]
+    if result.get("find_max"):
+        fm = result["find_max"]
+        capped = " (a lower bound: the last step still passed)" if fm.get("capped") else ""
+        lines += [
+            "## Find max",
+            "",
+            f"Highest sustained rate (answer p95 <= {TARGET_P95_MS:g} ms, no errors): service "
+            f"**{fm['service_max']}/s**, floor **{fm['floor_max']}/s**, "
+            f"ratio **{fmt(fm['ratio'], 2)}**{capped}.",
+            "",
+            _md_row(STEP_HEADER),
+            _md_row(["---:"] * len(STEP_HEADER)),
+            *(_md_row(_step_cells(step)) for step in fm["steps"]),
+            "",
+        ]
+    lines += [
+        "## Invariants", "", "```", inv["summary"], "```", "",
+        "## Traffic", "", "```", json.dumps(result["traffic"], indent=1), "```", "",
+        "## Method", "", result["method"], "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+METHOD = (
+    "Open loop: every delivery starts on its own schedule, so a slow answer never slows the sender; "
+    "latency is measured by the sender from request start to full answer (client queueing included). "
+    "Non-2xx answers are retried after 1, 2 and 4 s, as PayNow would, and counted as errors. "
+    "The floor is a bare asyncio script on the same emulators doing what the webhook must do for the "
+    "same deliveries at the same rate (Firestore create of the same webhookEvents record, or a read when it "
+    "already exists, then one ordered Pub/Sub publish of the same PaymentEvent), run after the service's "
+    "queue drained, so the worker is idle then. Processing = the worker's processing_ms log field; lag = "
+    "webhookEvents processedAt - receivedAt for events the worker processed (an upper bound of publish to "
+    "processed). RSS from /proc/PID/status (peak of 0.5 s samples). Invariants are read from Firestore and "
+    "the DLQ subscription after the queue drained (tests/support/invariants.py)."
+)
+
+
+def build_result(
+    args: argparse.Namespace, stack: Stack, started_at: str, service: PhaseResult, floor: PhaseResult | None,
+    verification: Verification, expectation: Expectation, rss: dict[str, Any], deliveries: Sequence[Delivery],
+    find_max: dict[str, Any] | None,
+) -> dict[str, Any]:  # fmt: skip
+    s = service.summary()
+    fl = floor.summary() if floor is not None else None
+    event_ids = set(expectation.events)
+    processing = worker_processing_ms(stack.worker_logs, event_ids)
+    timing = pipeline_timing(verification.records)
+    inv = verification.report
+    ratio = _ratio(s["p95_ms"], fl["p95_ms"]) if fl else float("nan")
+    proc_p95 = percentile(processing, 95) if processing else float("nan")
+    lag_p95 = percentile(timing["lag_ms"], 95)
+    accepted_per_s = round(service.accepted_events / service.wall_s, 1) if service.wall_s else float("nan")
+
+    def verdict(ok: bool | None) -> str:
+        return "n/a" if ok is None else ("PASS" if ok else "FAIL")
+
+    def below(value: float, limit: float) -> str:
+        return verdict(None if math.isnan(value) else value < limit)
+
+    floor_cell = f"{fl['p50_ms']} / {fl['p95_ms']} / {fl['p99_ms']}" if fl else "not run"
+    ratio_ok = verdict(None if math.isnan(ratio) else ratio <= FLOOR_RATIO_TARGET)
+    drain = f"{verification.drain_s:.1f} s"
+    if not verification.drained:
+        drain += f", NOT drained: {len(verification.pending)} pending"
+    rss_cell = ", ".join(f"{k} {v['peak_mib']}" for k, v in rss.items()) or "n/a"
+    dlq_cell = f"{inv.dlq_received} of {inv.dlq_expected}, duplicates {inv.dlq_duplicates}"
+    table: list[tuple[str, str, str]] = [
+        ("answer p50 / p95 / p99 ms", f"{s['p50_ms']} / {s['p95_ms']} / {s['p99_ms']}",
+         f"p95 < {TARGET_P95_MS:g} ms: {below(s['p95_ms'], TARGET_P95_MS)}"),
+        ("floor p50 / p95 / p99 ms", floor_cell, "same deliveries, same rate"),
+        ("answer p95 / floor p95", fmt(ratio, 2) + "x", f"<= {FLOOR_RATIO_TARGET}x: {ratio_ok}"),
+        ("processing p95 ms (worker)", fmt(proc_p95), f"< 250 ms: {below(proc_p95, 250)}"),
+        ("lag p95 ms (received -> processed)", fmt(lag_p95), f"< 5000 ms: {below(lag_p95, 5000)}"),
+        ("deliveries sent / achieved rate", f"{s['deliveries']} / {s['achieved_rate']}/s",
+         f"{args.rate:g}/s offered"),
+        ("events accepted / per s", f"{service.accepted_events} / {accepted_per_s}/s", "all"),
+        ("worker throughput", f"{timing['worker_throughput']}/s ({timing['worker_processed']} events)", ""),
+        ("non-2xx answers (retried)", str(s["errors"]), "0"),
+        ("drain after the load", drain, ""),
+        ("RSS peak MiB", rss_cell, ""),
+        ("lost / doubled", f"{len(inv.lost)} / {len(inv.doubled)}", "0 / 0"),
+        ("DLQ (unknown_product)", dlq_cell, "exact"),
+        ("invariants", "OK" if inv.ok and verification.drained else "FAILED", "OK"),
+    ]  # fmt: skip
+    labels = Counter(d.label for d in deliveries)
+    return {
+        "started_at": started_at,
+        "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
+        "stack": ", ".join(stack.started) or f"existing at {stack.url}",
+        "config": {
+            "rate": args.rate,
+            "duration": args.duration,
+            "worker": stack.worker_kind,
+            "users": args.users,
+            "seed": args.seed,
+            "floor_duration": args.floor_duration,
+            "log_level": args.log_level,
+            "find_max": bool(args.find_max),
+        },
+        "service": s,
+        "floor": fl,
+        "answer_p95_over_floor": ratio,
+        "processing_ms": {
+            "count": len(processing),
+            "p50": percentile(processing, 50),
+            "p95": proc_p95,
+            "p99": percentile(processing, 99),
+        },
+        "lag_ms": {
+            "count": len(timing["lag_ms"]),
+            "p50": percentile(timing["lag_ms"], 50),
+            "p95": lag_p95,
+            "p99": percentile(timing["lag_ms"], 99),
+            "max": max(timing["lag_ms"], default=float("nan")),
+        },
+        "throughput": {
+            "achieved_send_rate": s["achieved_rate"],
+            "accepted_per_s": accepted_per_s,
+            "worker_per_s": timing["worker_throughput"],
+            "processed_by": timing["processed_by"],
+        },
+        "rss": rss,
+        "drain": {
+            "drained": verification.drained,
+            "seconds": round(verification.drain_s, 1),
+            "pending": dict(list(verification.pending.items())[:10]),
+        },
+        "invariants": {**inv.to_dict(), "summary": inv.summary()},
+        "traffic": {
+            "deliveries_by_label": dict(labels),
+            "events": len(expectation.events),
+            "users": len(expectation.uids),
+            "skipped": service.skipped,
+        },
+        "find_max": find_max,
+        "table": table,
+        "method": METHOD,
+        "logs": [str(p) for p in stack.worker_logs],
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    width = max(len(name) for name, _, _ in result["table"])
+    vwidth = max(len(value) for _, value, _ in result["table"])
+    config = result["config"]
+    print()
+    print(f"Load test: {config['rate']:g}/s for {config['duration']:g} s, worker {config['worker']}")
+    print("-" * (width + vwidth + 30))
+    for name, value, target in result["table"]:
+        print(f"{name:<{width}}  {value:<{vwidth}}  {target}")
+    print("-" * (width + vwidth + 30))
+    if result.get("find_max"):
+        fm = result["find_max"]
+        print(
+            f"find-max: service {fm['service_max']}/s, floor {fm['floor_max']}/s, ratio {fmt(fm['ratio'], 2)}"
+        )
+        print(
+            "  ".join(
+                f"{h:>10}"
+                for h in ("rate", "svc/s", "svc p95", "errors", "drain s", "floor/s", "fl p95", "fl err")
+            )
+        )
+        for step in fm["steps"]:
+            print("  ".join(f"{c!s:>10}" for c in _step_cells(step)))
+    print(result["invariants"]["summary"])
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN: write null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+def write_reports(result: dict[str, Any], service: PhaseResult, floor: PhaseResult | None, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    stem = "load-" + time.strftime("%Y%m%d-%H%M%S") + ("-findmax" if result.get("find_max") else "")
+    png = out / f"{stem}.png"
+    png.write_bytes(
+        latency_png(
+            service,
+            floor,
+            f"ANSWER MS PER SECOND {result['config']['rate']:g}/S {result['config']['worker'].upper()}",
+        )
+    )
+    (out / f"{stem}.json").write_text(
+        json.dumps(_clean(result), indent=1, default=str) + "\n", encoding="utf-8"
+    )
+    (out / f"{stem}.md").write_text(render_markdown(result, png.name), encoding="utf-8")
+    return out / f"{stem}.md"
+
+
+# ---- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(__doc__ or "").split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--rate", type=float, default=100, help="deliveries per second (default 100)")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of load (default 60)")
+    parser.add_argument("--users", type=int, default=0, help="distinct users (default: one per 6 deliveries)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed of the traffic plan")
+    parser.add_argument(
+        "--worker", choices=("pull", "push"), default="pull", help="pull worker or push to serve"
+    )
+    parser.add_argument(
+        "--floor-duration", type=float, default=None, help="seconds of floor (default: --duration; 0 skips)"
+    )
+    parser.add_argument(
+        "--drain-timeout", type=float, default=120, help="max seconds to wait for the queue to drain"
+    )
+    parser.add_argument(
+        "--log-level",
+        default="INFO",
+        choices=("DEBUG", "INFO", "WARNING", "ERROR"),
+        help="LOG_LEVEL of the service processes it starts (at INFO the worker's log gives processing_ms)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="report directory")
+    parser.add_argument("--port", type=int, default=0, help="HTTP port of the serve process it starts")
+    fm = parser.add_argument_group("find-max")
+    fm.add_argument(
+        "--find-max", action="store_true", help="raise the rate until answer p95 > 50 ms or errors"
+    )
+    fm.add_argument("--step-duration", type=float, default=10, help="seconds per step (default 10)")
+    fm.add_argument("--step-factor", type=float, default=1.5, help="rate multiplier per step (default 1.5)")
+    fm.add_argument("--max-steps", type=int, default=8, help="at most this many steps (default 8)")
+    fm.add_argument(
+        "--max-time", type=float, default=600, help="stop raising after this many seconds (default 600)"
+    )
+    ex = parser.add_argument_group("an existing stack")
+    ex.add_argument("--url", help="webhook URL of a running stack (the tool starts nothing)")
+    ex.add_argument("--pubsub-host", help="Pub/Sub emulator host:port (default: start one)")
+    ex.add_argument("--firestore-host", help="Firestore emulator host:port (default: start one)")
+    ex.add_argument("--project", help="Google Cloud project id")
+    ex.add_argument("--secret", help="PayNow webhook secret (default: first of PAYNOW_WEBHOOK_SECRETS)")
+    ex.add_argument("--catalog", help="the stack's product catalog (default: PRODUCT_CATALOG)")
+    ex.add_argument("--dlq-subscription", help="DLQ subscription id (default: PUBSUB_DLQ_SUBSCRIPTION)")
+    ex.add_argument("--server-pid", type=int, help="PID of the HTTP server (for RSS)")
+    ex.add_argument("--worker-pid", type=int, help="PID of the worker (for RSS)")
+    ex.add_argument(
+        "--worker-log", action="append", default=[], help="worker log file (processing_ms); repeatable"
+    )
+    args = parser.parse_args(argv)
+    if args.rate <= 0 or args.duration <= 0:
+        parser.error("--rate and --duration must be positive")
+    if args.floor_duration is None:
+        args.floor_duration = args.step_duration if args.find_max else args.duration
+    return args
+
+
+def _warm_up(stack: Stack, factory: EventFactory, expectation: Expectation, users: Sequence[str]) -> None:
+    """A few real events through the whole pipeline before measuring (clients, JIT, channels)."""
+    sender = WebhookSender(stack.url, stack.secret, expectation)
+    deliveries = [Delivery(i / 20, factory.order(users[i % len(users)]), label="order") for i in range(20)]
+    asyncio.run(sender.run("warm-up", 20, 1, deliveries))
+    wait_drained(stack.project, expectation, timeout_s=30)
+
+
+def _floor_topic(stack: Stack, run: str) -> str:
+    """The floor publishes to a topic of its own (no subscription: nobody consumes it)."""
+    topic = stack.settings.topic_path(f"load-floor-{run}")
+    publisher = PublisherClient()
+    with contextlib.suppress(gexc.AlreadyExists):
+        publisher.create_topic(name=topic, timeout=30)
+    return topic
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
+    args = parse_args(argv, prog)
+    started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    seed = args.seed if args.seed is not None else random.randrange(1 << 30)
+    args.seed = seed
+    rng = random.Random(seed)
+    run = uuid.uuid4().hex[:8]
+    with open_stack(args) as stack:
+        factory = EventFactory(stack.catalog, rng=rng)
+        expectation = Expectation()
+        n_users = args.users or max(20, round(args.rate * args.duration / 6))
+        users = [f"load-{run}-u{i}" for i in range(n_users)]
+        print(f"warming up ({stack.url}) ...", file=sys.stderr, flush=True)
+        _warm_up(stack, factory, expectation, users)
+        floor_topic = _floor_topic(stack, run)
+        floor_collection = f"loadFloor-{run}"
+        rss = RssSampler(stack.pids).start()
+        sender = WebhookSender(stack.url, stack.secret, expectation)
+        find_max: dict[str, Any] | None = None
+        floor: PhaseResult | None = None
+        if args.find_max:
+            service, floor, find_max, deliveries = _find_max(
+                args, stack, factory, expectation, run, rng, floor_topic, floor_collection
+            )
+        else:
+            deliveries = plan_traffic(
+                factory, rate=args.rate, duration=args.duration, users=users, rng=rng, mix=Mix()
+            )
+            print(
+                f"load: {len(deliveries)} deliveries at {args.rate:g}/s for {args.duration:g} s ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            service = asyncio.run(sender.run("service", args.rate, args.duration, deliveries))
+        rss_result = rss.stop()
+        print("waiting for the queue to drain and checking the invariants ...", file=sys.stderr, flush=True)
+        verification = verify(stack, expectation, drain_timeout_s=args.drain_timeout)
+        if not args.find_max and args.floor_duration > 0:
+            floor_deliveries = [d for d in deliveries if d.due < args.floor_duration]
+            print(
+                f"floor: {len(floor_deliveries)} deliveries at {args.rate:g}/s ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            floor = asyncio.run(
+                run_floor(
+                    stack.project,
+                    floor_topic,
+                    floor_collection,
+                    "floor",
+                    args.rate,
+                    args.floor_duration,
+                    floor_deliveries,
+                )
+            )
+        result = build_result(
+            args,
+            stack,
+            started_at,
+            service,
+            floor,
+            verification,
+            expectation,
+            rss_result,
+            deliveries,
+            find_max,
+        )
+        print_table(result)
+        report = write_reports(result, service, floor, args.out)
+        print(f"\nreport: {report} (and .json, .png)")
+        if stack.workdir is not None:
+            print(f"service logs: {stack.workdir}")
+    return 0 if verification.report.ok and verification.drained else 1
+
+
+def _find_max(
+    args: argparse.Namespace, stack: Stack, factory: EventFactory, expectation: Expectation, run: str,
+    rng: random.Random, floor_topic: str, floor_collection: str,
+) -> tuple[PhaseResult, PhaseResult | None, dict[str, Any], list[Delivery]]:  # fmt: skip
+    """Raise the rate step by step (bounded in steps and time), for the service and for the floor, each
+    until its answer p95 passes 50 ms or it answers an error. Between steps the queue drains (bounded).
+    Returns the highest sustained service step (else the first), its floor step, the summary and every
+    delivery."""
+    began = time.monotonic()
+    rate = args.rate
+    service_ok = floor_ok = True
+    service_max = floor_max = 0.0
+    steps: list[dict[str, Any]] = []
+    phases: list[tuple[PhaseResult | None, PhaseResult | None, bool]] = []
+    all_deliveries: list[Delivery] = []
+    sender = WebhookSender(stack.url, stack.secret, expectation)
+    for index in range(args.max_steps):
+        if not (service_ok or floor_ok) or time.monotonic() - began > args.max_time:
+            break
+        users = [f"load-{run}-s{index}-u{i}" for i in range(max(20, round(rate * args.step_duration / 6)))]
+        deliveries = plan_traffic(
+            factory, rate=rate, duration=args.step_duration, users=users, rng=rng, mix=Mix()
+        )
+        all_deliveries += deliveries
+        step: dict[str, Any] = {"rate": round(rate, 1)}
+        service = floor = None
+        service_sustained = False
+        if service_ok:
+            print(f"find-max step {index + 1}: service at {rate:g}/s ...", file=sys.stderr, flush=True)
+            service = asyncio.run(sender.run(f"service {rate:g}/s", rate, args.step_duration, deliveries))
+            step["service"] = service.summary()
+            t0 = time.monotonic()
+            wait_s = min(90.0, args.drain_timeout)
+            drained, pending = wait_drained(stack.project, expectation, timeout_s=wait_s)
+            step["drain_s"] = (
+                round(time.monotonic() - t0, 1) if drained else f">{wait_s:g} ({len(pending)} left)"
+            )
+            service_sustained = step["service"]["p95_ms"] <= TARGET_P95_MS and service.errors == 0
+            step["service"]["sustained"] = service_sustained
+            if service_sustained:
+                service_max = round(rate, 1)
+            else:
+                service_ok = False
+        if floor_ok:
+            print(f"find-max step {index + 1}: floor at {rate:g}/s ...", file=sys.stderr, flush=True)
+            floor = asyncio.run(
+                run_floor(
+                    stack.project,
+                    floor_topic,
+                    floor_collection,
+                    f"floor {rate:g}/s",
+                    rate,
+                    args.step_duration,
+                    deliveries,
+                )
+            )
+            step["floor"] = floor.summary()
+            floor_sustained = step["floor"]["p95_ms"] <= TARGET_P95_MS and floor.errors == 0
+            step["floor"]["sustained"] = floor_sustained
+            if floor_sustained:
+                floor_max = round(rate, 1)
+            else:
+                floor_ok = False
+        steps.append(step)
+        phases.append((service, floor, service_sustained))
+        rate *= args.step_factor
+    sustained = [p for p in phases if p[2]]
+    service, floor, _ = sustained[-1] if sustained else phases[0]
+    summary = {
+        "service_max": service_max,
+        "floor_max": floor_max,
+        "ratio": _ratio(service_max, floor_max),
+        "capped": service_ok or floor_ok,
+        "criterion": f"answer p95 <= {TARGET_P95_MS:g} ms and no error answer",
+        "step_duration_s": args.step_duration,
+        "steps": steps,
+    }
+    assert service is not None
+    return service, floor, summary, all_deliveries
+
+
+if __name__ == "__main__":
+    sys.exit(main())

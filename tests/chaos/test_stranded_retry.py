@@ -1,0 +1,75 @@
+"""A delivery answered 503 must be finished by PayNow's retry, without waiting for a sweep.
+
+Reproduction (queue mode, PUBLISH_TIMEOUT_S=1, the default PUBLISH_LEASE_S=30):
+1. freeze Pub/Sub; deliver an order of an unknown product: the record is created, the
+   publish times out, the inline fallback decides unknown_product, its dead letter cannot
+   be published either: answer 503 (right: PayNow will retry);
+2. resume Pub/Sub; PayNow retries a moment later: the record exists, `queued`, without
+   `publishedAt`, and its lease (taken at step 1) has not expired, so the retry is
+   answered 200 "duplicate" and nothing publishes or processes the event;
+3. PayNow stops retrying (it got a 200). The event stays `queued`, in no queue and not in
+   the DLQ, until someone runs `paynow-service sweep` after the lease expired.
+
+The same holds for any event whose publish and inline processing both failed. Expected:
+the retry re-drives the event (the failed attempt should give its lease back), or is
+answered 503 until it can. Strict xfail: when the service is fixed this test passes and
+the marker must go.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from paynow_service.adapters.emulators import EmulatorStack
+from paynow_service.domain.signature import sign
+from tests.chaos.harness import SECRET, ChaosStack, new_traffic
+from tests.support.stack import doc, wait_for
+
+pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(120)]
+
+
+def _post(url: str, body: bytes) -> httpx.Response:
+    ts = str(int(time.time() * 1000))
+    headers = {"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
+    return httpx.post(url, content=body, headers=headers, timeout=15)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="service bug: a retry within PUBLISH_LEASE_S of a 503 is answered 200 'duplicate' "
+    "and the event stays queued until a sweep",
+)
+def test_a_503_then_paynow_retry_ends_the_event_without_a_sweep(
+    emulators: EmulatorStack, tmp_path: Path
+) -> None:
+    stack = ChaosStack(emulators, tmp_path)
+    try:
+        factory, users, _ = new_traffic(stack.catalog, users=1)
+        bad = factory.unknown_product(users[0])
+        emulators.pubsub.pause()
+        try:
+            first = _post(stack.url, bad.body)
+        finally:
+            emulators.pubsub.resume()
+        assert first.status_code == 503, first.text
+        answers = [first.status_code]
+        deadline = time.monotonic() + 20
+        while not 200 <= answers[-1] < 300 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            answers.append(_post(stack.url, bad.body).status_code)
+        assert 200 <= answers[-1] < 300, answers
+        record = wait_for(
+            lambda: (
+                (doc(stack.project, f"webhookEvents/{bad.event_id}") or {}).get("status") == "failed_terminal"
+            ),
+            timeout=6,
+        )
+        state = doc(stack.project, f"webhookEvents/{bad.event_id}") or {}
+        assert record, json.dumps({k: str(v) for k, v in state.items() if k != "event"})
+    finally:
+        stack.stop()
