@@ -25,7 +25,7 @@ def test_short_load_loses_nothing_doubles_nothing_and_dead_letters_exactly(
     out = tmp_path / "results"
     args = [
         sys.executable, str(ROOT / "bench" / "load.py"),
-        "--rate", "30", "--duration", "9", "--floor-duration", "2", "--seed", "7",
+        "--rate", "30", "--duration", "9", "--floor-duration", "2", "--warmup", "2", "--seed", "7",
         "--pubsub-host", emulators.pubsub.host_port, "--firestore-host", emulators.firestore.host_port,
         "--project", emulators.firestore.project, "--drain-timeout", "60", "--out", str(out),
     ]  # fmt: skip
