@@ -880,8 +880,13 @@ def render_markdown(result: dict[str, Any], png_name: str) -> str:
     lines = [
         f"# Load test {result['started_at']}",
         "",
-        f"{config['rate']:g}/s open loop for {config['duration']:g} s, worker: {config['worker']}, "
-        f"stack: {result['stack']}. {result['machine']}",
+        (
+            f"find-max from {config['rate']:g}/s, x{config['step_factor']:g} per step "
+            f"of {config['step_duration']:g} s"
+            if config["find_max"]
+            else f"{config['rate']:g}/s open loop for {config['duration']:g} s"
+        )
+        + f", worker: {config['worker']}, stack: {result['stack']}. {result['machine']}",
         "",
         "| measure | value | target |",
         "|---|---:|---|",
@@ -1006,6 +1011,9 @@ def build_result(
             "floor_duration": args.floor_duration,
             "log_level": args.log_level,
             "find_max": bool(args.find_max),
+            "step_duration": args.step_duration,
+            "step_factor": args.step_factor,
+            "warmup": args.warmup,
         },
         "service": s,
         "floor": fl,
@@ -1054,7 +1062,11 @@ def print_table(result: dict[str, Any]) -> None:
     vwidth = max(len(value) for _, value, _ in result["table"])
     config = result["config"]
     print()
-    print(f"Load test: {config['rate']:g}/s for {config['duration']:g} s, worker {config['worker']}")
+    if config["find_max"]:
+        print(f"Load test: find-max from {config['rate']:g}/s, {config['step_duration']:g} s steps, "
+              f"worker {config['worker']} (table: the highest sustained step)")  # fmt: skip
+    else:
+        print(f"Load test: {config['rate']:g}/s for {config['duration']:g} s, worker {config['worker']}")
     print("-" * (width + vwidth + 30))
     for name, value, target in result["table"]:
         print(f"{name:<{width}}  {value:<{vwidth}}  {target}")
