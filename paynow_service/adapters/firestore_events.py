@@ -37,6 +37,7 @@ from paynow_service.service.decide import Decision, EventState, OrderRecord
 
 EVENTS = "webhookEvents"
 PUBLISHED_BATCH_S = 0.2
+LEASE_RELEASED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 logger = logging.getLogger("paynow_service.events")
 _UNAVAILABLE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
 
@@ -196,6 +197,20 @@ class EventRecords:
                 )
             for event_id in ids:
                 self._published.pop(event_id, None)
+
+    async def release_lease(self, event_id: str) -> None:
+        """Let the next delivery take the publish lease now (best effort: it expires anyway)."""
+        try:
+            await self._ref(event_id).set({"leaseAt": LEASE_RELEASED}, merge=True, timeout=self._timeout)
+        except Exception as err:  # noqa: BLE001 (the lease expires by itself after PUBLISH_LEASE_S)
+            log(
+                logger,
+                logging.WARNING,
+                "Publish lease not released",
+                component="paynow_webhook",
+                event_id=event_id,
+                error_class=type(err).__name__,
+            )
 
     async def mark_published(self, event_id: str) -> None:
         await self.mark(event_id, publishedAt=utcnow())

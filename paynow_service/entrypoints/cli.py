@@ -126,7 +126,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command != "loadtest":
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if args.command == "loadtest":  # everything after `loadtest` belongs to the load tool
+        args.rest = [*extra, *args.rest]
     try:
         settings = Settings.from_env()
     except ConfigError as err:

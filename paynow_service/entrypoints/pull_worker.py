@@ -30,6 +30,7 @@ from paynow_service.logs import log
 logger = logging.getLogger("paynow_service.worker")
 MAX_IN_FLIGHT = 32
 HANDLE_TIMEOUT_S = 120
+LEASE_EXTENSION_S = 20
 
 
 class _LoopThread:
@@ -94,7 +95,12 @@ def run(settings: Settings) -> int:
     stream: Future[Any] = subscriber.subscribe(
         subscription,
         callback=callback,
-        flow_control=FlowControl(max_messages=MAX_IN_FLIGHT),
+        flow_control=FlowControl(
+            max_messages=MAX_IN_FLIGHT,
+            # Leases are extended in steps of at most this: messages held by a crashed
+            # worker come back after it, not after the client's 60 s default.
+            max_duration_per_lease_extension=LEASE_EXTENSION_S,
+        ),
         await_callbacks_on_shutdown=True,
     )
     stopping = threading.Event()

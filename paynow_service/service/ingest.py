@@ -39,6 +39,7 @@ class EventRecordsPort(Protocol):
     async def create_queued(self, event: PaymentEvent, payload_hash: str) -> RecordPort | None: ...
     async def claim_lease(self, event_id: str, lease_s: int) -> bool: ...
     def mark_published_soon(self, event_id: str) -> None: ...
+    async def release_lease(self, event_id: str) -> None: ...
     async def flush_published(self) -> None: ...
     async def mark(self, event_id: str, **fields: object) -> None: ...
 
@@ -172,20 +173,18 @@ class IngestService:
                 error_class=type(err).__name__,
                 path="fallback",
             )
-            return await self._inline(event, "fallback")
+            result = await self._inline(event, "fallback")
+            if result.status_code >= 500:
+                # Give the publish lease back: PayNow's retry must be able to take it at once,
+                # not be answered "duplicate" while nothing publishes the event.
+                await self._records.release_lease(event.event_id)
+            return result
         publish_ms = round((time.perf_counter() - started) * 1000, 2)
         metrics.PUBLISH_LATENCY.observe(publish_ms / 1000)
         # The event is durable once Pub/Sub confirmed it: record `publishedAt` off the
         # answer's path. If that write is lost, the record stays `queued` and a later
         # redelivery or `sweep` publishes it again, which the worker answers "already processed".
         self._records.mark_published_soon(event.event_id)
-        log(
-            logger,
-            logging.WARNING,
-            "Published but publishedAt not recorded",
-            component=COMPONENT,
-            event_id=event.event_id,
-        )
         log(
             logger,
             logging.INFO,

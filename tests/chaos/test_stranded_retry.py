@@ -5,15 +5,11 @@ Reproduction (queue mode, PUBLISH_TIMEOUT_S=1, the default PUBLISH_LEASE_S=30):
    publish times out, the inline fallback decides unknown_product, its dead letter cannot
    be published either: answer 503 (right: PayNow will retry);
 2. resume Pub/Sub; PayNow retries a moment later: the record exists, `queued`, without
-   `publishedAt`, and its lease (taken at step 1) has not expired, so the retry is
-   answered 200 "duplicate" and nothing publishes or processes the event;
-3. PayNow stops retrying (it got a 200). The event stays `queued`, in no queue and not in
-   the DLQ, until someone runs `paynow-service sweep` after the lease expired.
+   `publishedAt`. Before the fix its lease (taken at step 1) had not expired, so the retry
+   was answered 200 "duplicate" and the event stayed `queued` until a sweep.
 
-The same holds for any event whose publish and inline processing both failed. Expected:
-the retry re-drives the event (the failed attempt should give its lease back), or is
-answered 503 until it can. Strict xfail: when the service is fixed this test passes and
-the marker must go.
+The same held for any event whose publish and inline processing both failed. Now the
+failed attempt gives its lease back, so the retry re-drives the event at once.
 """
 
 from __future__ import annotations
@@ -39,11 +35,6 @@ def _post(url: str, body: bytes) -> httpx.Response:
     return httpx.post(url, content=body, headers=headers, timeout=15)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="service bug: a retry within PUBLISH_LEASE_S of a 503 is answered 200 'duplicate' "
-    "and the event stays queued until a sweep",
-)
 def test_a_503_then_paynow_retry_ends_the_event_without_a_sweep(
     emulators: EmulatorStack, tmp_path: Path
 ) -> None:

@@ -50,6 +50,9 @@ class FakeRecords:
     async def flush_published(self) -> None:
         pass
 
+    async def release_lease(self, event_id: str) -> None:
+        self.records[event_id].lease_expired = True
+
     async def mark(self, event_id: str, **fields: Any) -> None:
         if self.down:
             raise StorageUnavailableError("firestore down")
@@ -168,6 +171,11 @@ async def test_publish_and_inline_failing_answers_503() -> None:
     result = await ingest.ingest(order_event(), "h")
     assert (result.status_code, result.path) == (503, "fallback")
     assert records.records["1"].status == "queued"  # nothing marked done: a redelivery finishes it
+    # The lease was given back: PayNow's retry publishes at once instead of hearing "duplicate".
+    publisher.fail, core.next_status = False, "processed"
+    retry = await ingest.ingest(order_event(), "h")
+    assert (retry.status_code, retry.outcome) == (200, "queued")
+    assert publisher.published == ["1"]
 
 
 async def test_sync_mode_processes_inline_and_reprocesses_a_queued_redelivery() -> None:
