@@ -140,7 +140,7 @@ class TrafficResult:
 
 def plan(
     factory: EventFactory, *, rate: float, duration: float, users: Sequence[str], rng: random.Random,
-    unknown: int = 2,
+    unknown: int = 2, refunds: bool = True,
 ) -> list[Delivery]:  # fmt: skip
     """Orders (10% delivered twice), `unknown` unknown products, 5% ignored types, refunds of orders
     at least 1.5 s old, at `rate` per second for `duration` seconds."""
@@ -157,7 +157,7 @@ def plan(
         elif r < 0.10 and deliveries:
             original = rng.choice([d for d in deliveries[-50:] if not d.duplicate] or deliveries[:1])
             delivery = Delivery(t, original.planned, needs=original.needs, duplicate=True)
-        elif r < 0.16 and ready:
+        elif r < 0.16 and ready and refunds:
             order = rng.choice(ready)
             orders.remove(order)
             delivery = Delivery(t, factory.refund(order.planned), needs=order.planned.event_id)
