@@ -6,15 +6,18 @@ Starts both emulators on loopback, applies the topology, then for each mode send
 signed, realistic ON_ORDER_COMPLETED events (PayNow's shapes, distinct users) at a
 fixed rate for a fixed time, each request on its own schedule (open loop: a slow
 answer does not slow the sender). The floor is a bare script doing the same work as
-the queue-mode webhook with no web framework: one Firestore create and one ordered
-Pub/Sub publish per event, at the same rate. Prints a Markdown table of p50 / p95 /
-p99 with the ratio of each p95 to the floor's. Bounded: stops by itself.
+the queue-mode webhook with no web framework: the same Firestore create (the same
+document) and the same ordered Pub/Sub publish (the same message) per event, at the
+same rate, with the document and message built before the clock starts. Prints a
+Markdown table of p50 / p95 / p99 with the ratio of each p95 to the floor's. Bounded:
+stops by itself.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import json
 import os
 import statistics
@@ -33,8 +36,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
+from paynow_service.adapters.event_codec import encode_event  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
+from paynow_service.domain.paynow import parse_webhook, payload_hash  # noqa: E402
 from paynow_service.domain.signature import sign  # noqa: E402
 from paynow_service.entrypoints.test_webhook import build_event  # noqa: E402
 from tests.support.processes import ServiceProcess  # noqa: E402
@@ -90,6 +95,30 @@ def events(n: int, tag: str) -> list[bytes]:
     ]
 
 
+def _floor_work(body: bytes) -> tuple[str, dict[str, object], bytes, dict[str, str], str]:
+    """The webhookEvents document and the Pub/Sub message the service makes of `body`."""
+    now_ms = int(time.time() * 1000)
+    event = parse_webhook(body, received_at_ms=now_ms, sent_at_ms=now_ms)
+    data, attributes = encode_event(event)
+    now = dt.datetime.now(dt.UTC)
+    document: dict[str, object] = {
+        "status": "queued",
+        "eventType": event.event_type,
+        "orderingKey": event.resolved_ordering_key(),
+        "payloadHash": payload_hash(json.loads(body)["body"]),
+        "receivedAt": now,
+        "leaseAt": now,
+        "publishedAt": None,
+        "attempts": 0,
+        "processedAt": None,
+        "result": None,
+        "failureReason": None,
+        "expiresAt": now + dt.timedelta(days=30),
+        "event": data,
+    }
+    return event.event_id, document, data, attributes, event.resolved_ordering_key()
+
+
 class Floor:
     """The same durable work as the queue-mode webhook, with no web framework."""
 
@@ -102,29 +131,19 @@ class Floor:
         bodies = events(int(rate * duration), tag)
 
         async def one(i: int) -> bool:
-            event = json.loads(bodies[i])
-            await (
-                self.db.collection("benchFloor")
-                .document(event["event_id"])
-                .create(
-                    {"status": "queued", "receivedAt": firestore.SERVER_TIMESTAMP, "payloadHash": "x" * 64},
-                    timeout=10,
-                )
-            )
+            # The same document and the same message as the queue-mode webhook, built in
+            # advance: what remains is the durable work itself.
+            event_id, document, data, attributes, key = prepared[i]
+            await self.db.collection("benchFloor").document(event_id).create(document, timeout=10)
             await self.publisher.publish(
                 topic=self.topic,
-                messages=[
-                    PubsubMessage(
-                        data=bodies[i][:200],
-                        attributes={"event_id": event["event_id"]},
-                        ordering_key=event["body"]["checkout"]["metadata"]["uid"],
-                    )
-                ],
+                messages=[PubsubMessage(data=data, attributes=attributes, ordering_key=key)],
                 retry=None,
                 timeout=10,
             )
             return True
 
+        prepared = [_floor_work(body) for body in bodies]
         return await open_loop(rate, duration, one)
 
     async def close(self) -> None:
