@@ -10,7 +10,9 @@ until Firestore expires it (about a minute on the emulator): that event, its dup
 deliveries (answered 503 meanwhile) and whatever else needs the same documents wait,
 then complete once.
 
-The streaming-pull worker is not killed here: the Pub/Sub emulator (0.8.20) never
+The pull worker is killed too, in WORKER_PULL_MODE=unary: messages it had pulled come
+back after their ack deadline. The streaming-pull worker is not killed here: the Pub/Sub
+emulator (0.8.20) never
 releases a streaming pull whose client went away (grpc NoSuchMethodError while closing
 the stream, then a NullPointerException in its StreamingPullPusher), so the messages it
 had dispatched to the dead stream, and the later ones of their ordering keys, stay
@@ -32,10 +34,16 @@ from tests.support.invariants import Expectation
 pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(240)]
 
 
+@pytest.mark.parametrize("kind", ["push", "unary-pull"])
 async def test_worker_killed_mid_run_loses_and_doubles_nothing(
-    emulators: EmulatorStack, tmp_path: Path
+    emulators: EmulatorStack, tmp_path: Path, kind: str
 ) -> None:
-    stack = ChaosStack(emulators, tmp_path, worker="push", MAX_DELIVERY_ATTEMPTS="20")
+    if kind == "push":
+        stack = ChaosStack(emulators, tmp_path, worker="push", MAX_DELIVERY_ATTEMPTS="20")
+    else:  # the pull worker in unary mode: the only pull mode the emulator lets restart
+        stack = ChaosStack(
+            emulators, tmp_path, worker="pull", MAX_DELIVERY_ATTEMPTS="20", WORKER_PULL_MODE="unary"
+        )
     try:
         factory, users, rng = new_traffic(stack.catalog)
         expectation = Expectation()
