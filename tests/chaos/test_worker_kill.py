@@ -12,11 +12,11 @@ then complete once.
 
 The pull worker is killed too, in WORKER_PULL_MODE=unary: messages it had pulled come
 back after their ack deadline. The streaming-pull worker is not killed here: the Pub/Sub
-emulator (0.8.20) never
-releases a streaming pull whose client went away (grpc NoSuchMethodError while closing
-the stream, then a NullPointerException in its StreamingPullPusher), so the messages it
-had dispatched to the dead stream, and the later ones of their ordering keys, stay
-undelivered for minutes, whether the worker was killed or stopped cleanly. That is the
+emulator (0.8.20) never releases a streaming pull whose client went away (grpc
+NoSuchMethodError while closing the stream, then a NullPointerException in its
+StreamingPullPusher), so the messages it had dispatched to the dead stream, and the later
+ones of their ordering keys, stay undelivered for minutes, whether the worker was killed
+or stopped cleanly. That is the
 emulator, not the service: real Pub/Sub redelivers them after the stream's ack deadline.
 """
 
