@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from google.cloud import firestore
 
 from paynow_service.adapters.dead_letters import PubSubDeadLetters
-from paynow_service.adapters.firestore_events import EventRecords, FirestoreProcessor
+from paynow_service.adapters.firestore_events import EventRecords
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
+from paynow_service.adapters.firestore_processing import FirestoreProcessor
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.config import ConfigError, Settings
 from paynow_service.domain.catalog import Catalog, CatalogError

@@ -16,7 +16,7 @@ import pluggy
 import pytest
 
 from paynow_service import hookimpl
-from paynow_service.adapters.firestore_events import _order_record
+from paynow_service.adapters.firestore_processing import _order_record
 from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.errors import (
