@@ -72,6 +72,7 @@ from google.cloud.pubsub_v1 import PublisherClient  # noqa: E402
 from google.pubsub_v1 import PublisherAsyncClient  # noqa: E402
 from google.pubsub_v1.types import PubsubMessage  # noqa: E402
 
+from bench.benchlib import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.adapters.event_codec import encode_event  # noqa: E402
 from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology  # noqa: E402
@@ -114,15 +115,6 @@ FAST = InfraOverrides(ack_deadline_s=10, min_backoff_s=1, max_backoff_s=2)
 
 
 # ---- statistics ---------------------------------------------------------------------------------
-
-
-def percentile(values: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile; NaN for no values."""
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, math.ceil(q / 100 * len(ordered)) - 1))
-    return ordered[index]
 
 
 def fmt(value: float | None, digits: int = 1) -> str:

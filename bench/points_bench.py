@@ -35,7 +35,7 @@ from google.cloud import firestore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from bench.benchlib import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb  # noqa: E402
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -71,12 +71,6 @@ uvicorn.run(Starlette(routes=[Mount(path, app=app)]), host="127.0.0.1", port=int
 """
 REQUEST_TIMEOUT_S = 30
 Sender = Callable[[str], Awaitable[None]]
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 def floor_sender(db: firestore.AsyncClient) -> Sender:

@@ -34,7 +34,7 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-
+from bench.benchlib import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.adapters.event_codec import encode_event  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
@@ -47,14 +47,6 @@ from tests.support.processes import ServiceProcess  # noqa: E402
 SECRET = "pn-bench-secret"
 PRODUCT = "411486491630370816"
 CATALOG = f'[products."{PRODUCT}"]\npoints = 500\n'
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    if not ordered:
-        return float("nan")
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def open_loop(
