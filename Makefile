@@ -29,7 +29,8 @@ gen: $(STAMP)
 check-gen: $(STAMP)
 	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
 	scripts/gen.sh "$$tmp" >/dev/null; \
-	if ! diff -r -q "$$tmp/paynow_service/gen" paynow_service/gen -x __pycache__; then \
+	if ! diff -r -q "$$tmp/paynow_service/gen" paynow_service/gen -x __pycache__ \
+	   || ! diff -q "$$tmp/paynow_service/schema/payment_event.proto" paynow_service/schema/payment_event.proto; then \
 	  echo "Generated code is out of date with proto/: run 'make gen' and commit the result." >&2; exit 1; \
 	fi; echo "generated code matches proto/"
 

@@ -17,5 +17,8 @@ mapfile -t protos < <(cd proto && find . -name '*.proto' -printf '%P\n' | sort)
 # grpc_tools writes absolute imports of the proto package ("from paynow.points.v1 import ...");
 # point them into this package so the generated tree needs no sys.path changes.
 find "$out" -name '*_pb2_grpc.py' -exec sed -i 's/^from paynow\./from paynow_service.gen.paynow./' {} +
+# The topic schema ships inside the package (infra apply registers it on GCP).
+mkdir -p "$root/paynow_service/schema"
+cp proto/paynow/events/v1/payment_event.proto "$root/paynow_service/schema/payment_event.proto"
 # A package marker in every generated folder (the generators write none).
 find "$out" -type d -exec sh -c 'printf "# Generated package marker. DO NOT EDIT.\n" > "$1/__init__.py"' _ {} \;
