@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future
 from types import FrameType
 from typing import Any
@@ -59,6 +60,8 @@ def run(settings: Settings) -> int:
         )
 
     container, handler = loop.run(build())
+    if settings.worker_pull_mode == "unary":
+        return _run_unary(settings, loop, container, handler)
     subscription = settings.subscription_path(settings.pubsub_subscription)
 
     def callback(message: Any) -> None:
@@ -89,8 +92,6 @@ def run(settings: Settings) -> int:
         else:
             message.nack()
 
-    if settings.worker_pull_mode == "unary":
-        return _run_unary(settings, loop, container, handler)
     subscriber = SubscriberClient()
     stream: Future[Any] = subscriber.subscribe(
         subscription,
@@ -103,22 +104,7 @@ def run(settings: Settings) -> int:
         ),
         await_callbacks_on_shutdown=True,
     )
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-        stream.cancel()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    log(
-        logger,
-        logging.INFO,
-        "Worker pulling",
-        component=COMPONENT,
-        subscription=settings.pubsub_subscription,
-        mode="streaming",
-    )
+    stopping = _start_pulling(settings, "streaming", on_stop=stream.cancel)
     exit_code = 0
     try:
         stream.result()
@@ -134,11 +120,38 @@ def run(settings: Settings) -> int:
             )
             exit_code = 1
     finally:
-        subscriber.close()
-        loop.run(_close(container), timeout=10)
-        loop.stop()
-        log(logger, logging.INFO, "Worker stopped", component=COMPONENT)
+        _shut_down(subscriber, loop, container)
     return exit_code
+
+
+def _start_pulling(
+    settings: Settings, mode: str, on_stop: Callable[[], object] = lambda: None
+) -> threading.Event:
+    """SIGTERM/SIGINT set the returned event (and call `on_stop`); log the start."""
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+        on_stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+    log(
+        logger,
+        logging.INFO,
+        "Worker pulling",
+        component=COMPONENT,
+        subscription=settings.pubsub_subscription,
+        mode=mode,
+    )
+    return stopping
+
+
+def _shut_down(subscriber: SubscriberClient, loop: _LoopThread, container: bootstrap.Container) -> None:
+    subscriber.close()
+    loop.run(_close(container), timeout=10)
+    loop.stop()
+    log(logger, logging.INFO, "Worker stopped", component=COMPONENT)
 
 
 def _run_unary(
@@ -153,21 +166,7 @@ def _run_unary(
     """
     subscriber = SubscriberClient()
     path = settings.subscription_path(settings.pubsub_subscription)
-    stopping = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-    log(
-        logger,
-        logging.INFO,
-        "Worker pulling",
-        component=COMPONENT,
-        subscription=settings.pubsub_subscription,
-        mode="unary",
-    )
+    stopping = _start_pulling(settings, "unary")
     try:
         while not stopping.is_set():
             try:
@@ -194,10 +193,7 @@ def _run_unary(
             if nacks:
                 subscriber.modify_ack_deadline(subscription=path, ack_ids=nacks, ack_deadline_seconds=0)
     finally:
-        subscriber.close()
-        loop.run(_close(container), timeout=10)
-        loop.stop()
-        log(logger, logging.INFO, "Worker stopped", component=COMPONENT)
+        _shut_down(subscriber, loop, container)
     return 0
 
 
