@@ -11,6 +11,10 @@ document) and the same ordered Pub/Sub publish (the same message) per event, at 
 same rate, with the document and message built before the clock starts. Prints a
 Markdown table of p50 / p95 / p99 with the ratio of each p95 to the floor's. Bounded:
 stops by itself.
+
+The HTTP client is aiohttp: a load generator must cost far less than what it measures.
+Here httpx spent about 2.4 ms of CPU per request in the sending process (aiohttp 0.9 ms),
+which on a two-core machine showed up in the service's p95 and not in the floor's.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import httpx
+import aiohttp
 from google.cloud import firestore
 from google.pubsub_v1 import PublisherAsyncClient
 from google.pubsub_v1.types import PubsubMessage
@@ -148,29 +152,35 @@ class Webhook:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
-        self.client = httpx.AsyncClient(timeout=30, limits=limits)
+        self.session: aiohttp.ClientSession | None = None  # made inside the running loop
 
     async def segment(self, rate: float, duration: float, tag: str) -> tuple[list[float], int]:
         bodies = events(int(rate * duration), tag)
+        if self.session is None:
+            self.session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=200), timeout=aiohttp.ClientTimeout(total=30)
+            )
+        session = self.session
 
         async def one(i: int) -> bool:
             ts = str(int(time.time() * 1000))
-            response = await self.client.post(
+            async with session.post(
                 self.url,
-                content=bodies[i],
+                data=bodies[i],
                 headers={
                     "PayNow-Signature": sign(SECRET, ts, bodies[i]),
                     "PayNow-Timestamp": ts,
                     "Content-Type": "application/json",
                 },
-            )
-            return 200 <= response.status_code < 300
+            ) as response:
+                await response.read()
+                return 200 <= response.status < 300
 
         return await open_loop(rate, duration, one)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if self.session is not None:
+            await self.session.close()
 
 
 async def measure(

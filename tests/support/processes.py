@@ -30,14 +30,14 @@ class ServiceProcess:
     """One `paynow-service COMMAND` child with its own log file; stopped with SIGTERM."""
 
     def __init__(
-        self, command: str, env: Mapping[str, str], log_dir: Path, *, port: int | None = None
+        self, command: str, env: Mapping[str, str], log_dir: Path, *, port: int | None = None, nice: int = 0
     ) -> None:
         self.command = command
         self.port = port
         self.log_path = log_dir / f"{command}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [*CLI, command],
+            [*(["nice", "-n", str(nice)] if nice else []), *CLI, command],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,
