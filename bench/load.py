@@ -322,13 +322,9 @@ class WebhookSender:
 
             async def one(delivery: Delivery, start: float) -> None:
                 planned = delivery.planned
-                if delivery.needs and not self.expectation.is_accepted(delivery.needs):
+                if not self.expectation.admit(planned, needs=delivery.needs, duplicate=delivery.duplicate):
                     phase.skipped += 1
                     return
-                if delivery.duplicate and planned.event_id not in self.expectation.events:
-                    phase.skipped += 1
-                    return
-                self.expectation.add(planned)
                 for attempt in range(len(RETRY_BACKOFF_S) + 1):
                     began = time.perf_counter()
                     ts = str(int(time.time() * 1000))
@@ -448,14 +444,11 @@ async def run_floor(
 
         async def one(delivery: Delivery, start: float) -> None:
             planned = delivery.planned
-            if expectation is not None:
-                if delivery.needs and not expectation.is_accepted(delivery.needs):
-                    phase.skipped += 1
-                    return
-                if delivery.duplicate and planned.event_id not in expectation.events:
-                    phase.skipped += 1
-                    return
-                expectation.add(planned)
+            if expectation is not None and not expectation.admit(
+                planned, needs=delivery.needs, duplicate=delivery.duplicate
+            ):
+                phase.skipped += 1
+                return
             began = time.perf_counter()
             try:
                 outcome = await asyncio.wait_for(work(items[planned.event_id]), REQUEST_TIMEOUT_S)

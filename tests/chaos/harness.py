@@ -181,13 +181,9 @@ async def drive(
 
         async def one(delivery: Delivery) -> None:
             planned = delivery.planned
-            if delivery.needs and not expectation.is_accepted(delivery.needs):
+            if not expectation.admit(planned, needs=delivery.needs, duplicate=delivery.duplicate):
                 result.skipped += 1
                 return
-            if delivery.duplicate and planned.event_id not in expectation.events:
-                result.skipped += 1
-                return
-            expectation.add(planned)
             deadline = time.monotonic() + retry_window_s
             backoff, tries = 0.5, 0
             while True:

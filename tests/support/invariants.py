@@ -182,6 +182,16 @@ class Expectation:
         expected = planned.expected if isinstance(planned, PlannedEvent) else planned
         self.events.setdefault(expected.event_id, expected)
 
+    def admit(self, planned: PlannedEvent, *, needs: str = "", duplicate: bool = False) -> bool:
+        """Whether a delivery may go out now, as PayNow would send it (a refund or renewal only after its
+        origin was accepted, a re-delivery only of an event already sent); recorded when it may."""
+        if needs and not self.is_accepted(needs):
+            return False
+        if duplicate and planned.event_id not in self.events:
+            return False
+        self.add(planned)
+        return True
+
     def accept(self, event_id: str) -> None:
         self.events[event_id].accepted = True
 
