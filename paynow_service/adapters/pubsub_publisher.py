@@ -50,10 +50,12 @@ class PubSubPublisher:
         """Publish one message and return the server's message id, waiting at most PUBLISH_TIMEOUT_S."""
         message = PubsubMessage(data=data, attributes=dict(attributes), ordering_key=ordering_key)
         try:
-            response = await asyncio.wait_for(
-                self._api().publish(topic=topic, messages=[message], retry=None, timeout=self._timeout),
-                timeout=self._timeout + 0.5,
-            )
+            # The RPC's own deadline, and a hard stop half a second later in case the channel
+            # itself hangs (asyncio.timeout, not wait_for: no extra task per publish).
+            async with asyncio.timeout(self._timeout + 0.5):
+                response = await self._api().publish(
+                    topic=topic, messages=[message], retry=None, timeout=self._timeout
+                )
         except (gexc.GoogleAPIError, TimeoutError, OSError) as err:
             raise PublishError(f"publish to {topic.rsplit('/', 1)[-1]} failed: {type(err).__name__}") from err
         message_id: str = response.message_ids[0]
