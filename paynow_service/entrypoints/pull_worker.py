@@ -32,6 +32,19 @@ logger = logging.getLogger("paynow_service.worker")
 MAX_IN_FLIGHT = 32
 HANDLE_TIMEOUT_S = 120
 LEASE_EXTENSION_S = 20
+RETRY_DELAY_CAP_S = 10
+
+
+def retry_delay_s(delivery_attempt: int | None) -> int:
+    """Seconds a transiently failed message is held back before it comes again (unary mode).
+
+    The emulator ignores the subscription's retry backoff and redelivers a nack at once, so a
+    failure that lasts (a killed worker's transaction keeps its locks for about a minute there)
+    would spend the whole delivery budget in seconds. The worker holds the message back itself:
+    1 s after the first attempt, 1 s more per attempt, at most 10 s, never longer than a real
+    subscription's own minimum backoff (10 s).
+    """
+    return max(1, min(delivery_attempt or 1, RETRY_DELAY_CAP_S))
 
 
 class _LoopThread:
@@ -160,7 +173,7 @@ def _run_unary(
     """Repeated Pull calls instead of one stream (WORKER_PULL_MODE=unary).
 
     Each batch is handled with one task per ordering key, a key's messages in order,
-    then acknowledged or nacked (deadline 0) message by message. Nothing is held
+    then acknowledged, or held back for `retry_delay_s` when it failed. Nothing is held
     between batches, so a killed worker's messages simply come back after their ack
     deadline.
     """
@@ -187,11 +200,16 @@ def _run_unary(
                 continue
             done = loop.run(_handle_batch(handler, response.received_messages), timeout=HANDLE_TIMEOUT_S)
             acks = [ack_id for ack_id, ok in done if ok]
-            nacks = [ack_id for ack_id, ok in done if not ok]
             if acks:
                 subscriber.acknowledge(subscription=path, ack_ids=acks)
-            if nacks:
-                subscriber.modify_ack_deadline(subscription=path, ack_ids=nacks, ack_deadline_seconds=0)
+            failed = {ack_id for ack_id, ok in done if not ok}
+            if failed:
+                # One delay for all of them, the longest: a key's later messages never come back first.
+                attempts = [m.delivery_attempt for m in response.received_messages if m.ack_id in failed]
+                delay = max(retry_delay_s(a) for a in attempts)
+                subscriber.modify_ack_deadline(
+                    subscription=path, ack_ids=sorted(failed), ack_deadline_seconds=delay
+                )
     finally:
         _shut_down(subscriber, loop, container)
     return 0
