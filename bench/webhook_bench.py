@@ -28,7 +28,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -38,12 +37,10 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import percentile  # noqa: E402
+from bench.benchlib import floor_item, open_loop, percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
-from paynow_service.adapters.event_codec import encode_event  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
-from paynow_service.domain.paynow import parse_webhook, payload_hash  # noqa: E402
 from paynow_service.domain.signature import sign  # noqa: E402
 from paynow_service.entrypoints.test_webhook import build_event  # noqa: E402
 from tests.support.processes import ServiceProcess  # noqa: E402
@@ -53,35 +50,6 @@ PRODUCT = "411486491630370816"
 CATALOG = f'[products."{PRODUCT}"]\npoints = 500\n'
 
 
-async def open_loop(
-    rate: float, duration: float, one: Callable[[int], Awaitable[bool]]
-) -> tuple[list[float], int]:
-    """Start `one(i)` every 1/rate s for `duration` s; return latencies (ms) and failures."""
-    latencies: list[float] = []
-    failures = 0
-    total = int(rate * duration)
-    start = time.perf_counter()
-
-    async def timed(i: int) -> None:
-        nonlocal failures
-        began = time.perf_counter()
-        try:
-            ok = await asyncio.wait_for(one(i), timeout=30)
-        except Exception:  # every failure is counted, none stops the run
-            ok = False
-        latencies.append((time.perf_counter() - began) * 1000)
-        failures += 0 if ok else 1
-
-    tasks = []
-    for i in range(total):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(timed(i)))
-    await asyncio.gather(*tasks)
-    return latencies, failures
-
-
 def events(n: int, tag: str) -> list[bytes]:
     return [
         json.dumps(
@@ -89,30 +57,6 @@ def events(n: int, tag: str) -> list[bytes]:
         ).encode()
         for i in range(n)
     ]
-
-
-def _floor_work(body: bytes) -> tuple[str, dict[str, object], bytes, dict[str, str], str]:
-    """The webhookEvents document and the Pub/Sub message the service makes of `body`."""
-    now_ms = int(time.time() * 1000)
-    event = parse_webhook(body, received_at_ms=now_ms, sent_at_ms=now_ms)
-    data, attributes = encode_event(event)
-    now = dt.datetime.now(dt.UTC)
-    document: dict[str, object] = {
-        "status": "queued",
-        "eventType": event.event_type,
-        "orderingKey": event.resolved_ordering_key(),
-        "payloadHash": payload_hash(json.loads(body)["body"]),
-        "receivedAt": now,
-        "leaseAt": now,
-        "publishedAt": None,
-        "attempts": 0,
-        "processedAt": None,
-        "result": None,
-        "failureReason": None,
-        "expiresAt": now + dt.timedelta(days=30),
-        "event": data,
-    }
-    return event.event_id, document, data, attributes, event.resolved_ordering_key()
 
 
 class Floor:
@@ -128,19 +72,18 @@ class Floor:
 
         async def one(i: int) -> bool:
             # The same document and the same message as the queue-mode webhook, built in
-            # advance: what remains is the durable work itself.
-            event_id, document, data, attributes, key = prepared[i]
-            await self.db.collection("benchFloor").document(event_id).create(document, timeout=10)
-            await self.publisher.publish(
-                topic=self.topic,
-                messages=[PubsubMessage(data=data, attributes=attributes, ordering_key=key)],
-                retry=None,
-                timeout=10,
+            # advance but for the times: what remains is the durable work itself.
+            item = prepared[i]
+            document = item.document(dt.datetime.now(dt.UTC))
+            await self.db.collection("benchFloor").document(item.event_id).create(document, timeout=10)
+            message = PubsubMessage(
+                data=item.data, attributes=item.attributes, ordering_key=item.ordering_key
             )
+            await self.publisher.publish(topic=self.topic, messages=[message], retry=None, timeout=10)
             return True
 
-        prepared = [_floor_work(body) for body in bodies]
-        return await open_loop(rate, duration, one)
+        prepared = [floor_item(body) for body in bodies]
+        return await open_loop(rate, len(bodies), one)
 
     async def close(self) -> None:
         await self.publisher.transport.close()
@@ -176,7 +119,7 @@ class Webhook:
                 await response.read()
                 return 200 <= response.status < 300
 
-        return await open_loop(rate, duration, one)
+        return await open_loop(rate, len(bodies), one)
 
     async def close(self) -> None:
         if self.session is not None:

@@ -55,7 +55,7 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import percentile  # noqa: E402
+from bench.benchlib import open_loop, percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack  # noqa: E402
 from paynow_service.adapters.event_codec import encode_event  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
@@ -71,34 +71,6 @@ CATALOG = f'[products."{PRODUCT}"]\npoints = {POINTS}\n'
 OP_TIMEOUT_S = 30
 PROCESSED = "Worker processed event successfully"
 RECEIVED = "Worker received message"
-
-
-async def open_loop(
-    rate: float, count: int, one: Callable[[int], Awaitable[bool]]
-) -> tuple[list[float], int]:
-    """Start `one(i)` every 1/rate s, `count` times; return latencies (ms) and failures."""
-    latencies: list[float] = []
-    failures = 0
-    start = time.perf_counter()
-
-    async def timed(i: int) -> None:
-        nonlocal failures
-        began = time.perf_counter()
-        try:
-            ok = await asyncio.wait_for(one(i), timeout=OP_TIMEOUT_S)
-        except Exception:  # every failure is counted, none stops the run
-            ok = False
-        latencies.append((time.perf_counter() - began) * 1000)
-        failures += 0 if ok else 1
-
-    tasks = []
-    for i in range(count):
-        delay = start + i / rate - time.perf_counter()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(timed(i)))
-    await asyncio.gather(*tasks)
-    return latencies, failures
 
 
 def make_events(n: int, tag: str, users: int, first: int = 0) -> list[PaymentEvent]:
@@ -264,7 +236,7 @@ async def publish_all(
             run.published_at[events[i].event_id] = sent
         return True
 
-    return await open_loop(rate, len(events), one)
+    return await open_loop(rate, len(events), one, OP_TIMEOUT_S)
 
 
 async def wait_processed(tail: LogTail, run: WorkerRun, wanted: set[str], deadline_s: float) -> None:
@@ -309,7 +281,7 @@ async def floor_block(
         await credit(events[i])
         return True
 
-    return await open_loop(rate, count, one)
+    return await open_loop(rate, count, one, OP_TIMEOUT_S)
 
 
 async def worker_block(
