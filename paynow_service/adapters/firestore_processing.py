@@ -8,10 +8,12 @@ together: all or nothing.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.async_transaction import AsyncTransaction
 
@@ -70,9 +72,41 @@ class FirestoreProcessor:
             return await self._in_transaction(tx, event, decide, component)
 
         try:
-            return await self._ledger.run_transaction([event.resolved_ordering_key()], work)
+            return await self._ledger.run_transaction(await self._lock_keys(event), work)
         except LedgerConflictError as err:
             raise InvalidEventError(f"ledger conflict: {err}") from err
+
+    async def _lock_keys(self, event: PaymentEvent) -> list[str]:
+        """The in-process wallet locks the transaction holds: the event's ordering key and, for an event
+        that does not name its user (a refund or chargeback names only the order), the user known from
+        the order or the customer mapping. Without the user's lock, refunds of one user's orders (each on
+        its own `event:` key) ran side by side on one wallet, and on pessimistic locks they could abort
+        each other until every delivery attempt was spent (seen under load: refunds dead-lettered as
+        `contention_exhausted`). Read outside the transaction, so only a hint: the transaction re-reads
+        everything it decides on. If the read fails, the ordering key alone is locked."""
+        keys = [event.resolved_ordering_key()]
+        if event.uid:
+            return keys
+        order_id = _order_id(event)
+        refs = [
+            *([self._db.collection("paynowOrders").document(order_id)] if order_id else []),
+            *(
+                [self._db.collection("paynowCustomers").document(event.customer_id)]
+                if event.customer_id
+                else []
+            ),
+        ]
+        if not refs:
+            return keys
+        try:
+            async with asyncio.timeout(self._timeout):
+                async for snap in self._db.get_all(refs, timeout=self._timeout):
+                    uid = (snap.to_dict() or {}).get("uid") if snap.exists else None
+                    if uid:
+                        keys.append(str(uid))
+        except (gexc.GoogleAPIError, TimeoutError):
+            pass  # the transaction's own reads will meet the same weather and report it
+        return keys
 
     async def _in_transaction(
         self, tx: AsyncTransaction, event: PaymentEvent, decide: Decide, component: str

@@ -285,3 +285,46 @@ async def test_third_party_plugin_changes_one_products_points(
         await c.aclose()
     amounts = sorted(e["amount"] for e in ledger(settings.google_cloud_project, uid).values())
     assert amounts == [50, 1554]
+
+
+async def test_refunds_of_one_users_orders_take_that_users_wallet_lock(
+    container: bootstrap.Container,
+) -> None:
+    """A refund names only its order (its ordering key is `event:<id>`), yet it changes the user's
+    wallet: its transaction must queue behind that user's others in this process, not race them."""
+    uid, order_ids = unique("u"), [flake_id() for _ in range(8)]
+    for order_id in order_ids:
+        order = build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT, order_id=order_id)
+        assert (await container.core.process(event_of(order), component="test")).status == "processed"
+    refunds = [
+        event_of(build_event("ON_REFUND", uid=uid, product_id=PRODUCT, order_id=o, status="completed"))
+        for o in order_ids
+    ]
+    assert all(r.uid == "" and r.resolved_ordering_key() == f"event:{r.event_id}" for r in refunds)
+    ledger_ = container.ledger
+    running = peak = 0
+    real_run = ledger_.run_transaction
+
+    async def watched(keys: Any, fn: Any) -> Any:
+        async def work(tx: Any) -> Any:
+            nonlocal running, peak
+            running += 1
+            peak = max(peak, running)
+            try:
+                return await fn(tx)
+            finally:
+                running -= 1
+
+        return await real_run(keys, work)
+
+    ledger_.run_transaction = watched  # type: ignore[method-assign]
+    try:
+        outcomes = await asyncio.gather(*(container.core.process(r, component="test") for r in refunds))
+    finally:
+        ledger_.run_transaction = real_run  # type: ignore[method-assign]
+    assert [o.status for o in outcomes] == ["processed"] * len(refunds)
+    assert peak == 1  # one transaction at a time on the user's wallet
+    wallet = doc(project(container), f"users/{uid}/wallet/points")
+    assert wallet is not None
+    assert wallet["paidBalance"] == 0
+    assert len(ledger(project(container), uid)) == 2 * len(order_ids)
