@@ -206,5 +206,8 @@ def _signal_event() -> asyncio.Event:
 
 def run(settings: Settings, *, host: str = "0.0.0.0", drain_s: float = 1.0) -> int:
     """`paynow-service grpc`: serve on GRPC_PORT until SIGTERM; 0 after a clean drain."""
+    from paynow_service.bootstrap import freeze_startup_heap
+
+    freeze_startup_heap()
     asyncio.run(serve_grpc(settings, host=host, drain_s=drain_s))
     return 0

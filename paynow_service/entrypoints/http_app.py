@@ -129,5 +129,6 @@ def run(settings: Settings) -> int:
         timeout_graceful_shutdown=20,
         lifespan="on",
     )
+    bootstrap.freeze_startup_heap()
     uvicorn.Server(config).run()
     return 0

@@ -73,6 +73,7 @@ def run(settings: Settings) -> int:
         )
 
     container, handler = loop.run(build())
+    bootstrap.freeze_startup_heap()
     if settings.worker_pull_mode == "unary":
         return _run_unary(settings, loop, container, handler)
     subscription = settings.subscription_path(settings.pubsub_subscription)
