@@ -146,7 +146,9 @@ async def measure(
         for mode in turns:
             await targets[mode].segment(rate, warmup / max(len(turns), 1), f"warm-{mode}")
         for r in range(rounds):
-            for mode in turns:
+            # Counterbalanced (A, B), (B, A), ...: the machine drifts during a run, and whoever always
+            # went first would always meet it worse.
+            for mode in turns if r % 2 == 0 else turns[::-1]:
                 latencies, failures = await targets[mode].segment(rate, duration / rounds, f"{mode}-{r}")
                 results[mode] = (results[mode][0] + latencies, results[mode][1] + failures)
         if "sync" in targets:
