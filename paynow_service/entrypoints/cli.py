@@ -16,6 +16,8 @@ from paynow_service.config import ConfigError, Settings
 from paynow_service.logs import configure_logging
 
 EXIT_USAGE = 2
+# Processes that serve: their log lines are written off the request path (see logs.py).
+LONG_RUNNING = frozenset({"serve", "grpc", "worker", "dev"})
 
 
 def _entry(module: str, function: str = "run") -> Callable[..., int]:
@@ -136,7 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"paynow-service: configuration error: {err}", file=sys.stderr)
         return EXIT_USAGE
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, background=args.command in LONG_RUNNING)
     try:
         return int(args.handler(settings, args))
     except ConfigError as err:
