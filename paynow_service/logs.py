@@ -104,6 +104,13 @@ def configure_logging(level: str = "INFO", *, background: bool = False) -> None:
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
 
 
+def flush_logs() -> None:
+    """Write every queued line now and write directly from here on: the process is ending by a
+    path that skips exit handlers (uvicorn re-raises SIGTERM after its graceful shutdown)."""
+    if _listener is not None:
+        configure_logging(logging.getLevelName(logging.getLogger().level))
+
+
 def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     """Log `message` with structured fields (component, event_id, ...)."""
     logger.log(level, message, extra={"fields": fields})

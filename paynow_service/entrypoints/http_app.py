@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import uvicorn
 from starlette.applications import Starlette
@@ -19,7 +19,7 @@ from starlette.routing import BaseRoute, Mount, Route
 
 from paynow_service import bootstrap
 from paynow_service.config import Settings
-from paynow_service.logs import log
+from paynow_service.logs import flush_logs, log
 
 logger = logging.getLogger("paynow_service.http")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -117,6 +117,20 @@ def _readyz(c: bootstrap.Container) -> Callable[[Request], Awaitable[Response]]:
     return readyz
 
 
+class _Server(uvicorn.Server):
+    """uvicorn re-raises a caught SIGTERM or SIGINT once it has shut down gracefully, and that ends
+    the process without exit handlers: the queued log lines (its own shutdown lines and "HTTP app
+    stopped" among them) are written before that."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        with super().capture_signals():
+            try:
+                yield
+            finally:
+                flush_logs()
+
+
 def run(settings: Settings) -> int:
     """`paynow-service serve`: uvicorn on PORT, draining in-flight requests on SIGTERM."""
     app = create_app(settings)
@@ -130,5 +144,5 @@ def run(settings: Settings) -> int:
         lifespan="on",
     )
     bootstrap.freeze_startup_heap()
-    uvicorn.Server(config).run()
+    _Server(config).run()
     return 0
