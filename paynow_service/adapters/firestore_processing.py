@@ -87,15 +87,11 @@ class FirestoreProcessor:
         keys = [event.resolved_ordering_key()]
         if event.uid:
             return keys
-        order_id = _order_id(event)
-        refs = [
-            *([self._db.collection("paynowOrders").document(order_id)] if order_id else []),
-            *(
-                [self._db.collection("paynowCustomers").document(event.customer_id)]
-                if event.customer_id
-                else []
-            ),
-        ]
+        refs = []
+        if order_id := _order_id(event):
+            refs.append(self._db.collection("paynowOrders").document(order_id))
+        if event.customer_id:
+            refs.append(self._db.collection("paynowCustomers").document(event.customer_id))
         if not refs:
             return keys
         try:
