@@ -1213,15 +1213,16 @@ def _warm_up(
     # One more unmeasured turn of each after the drain: measured, the first seconds after it were slow
     # (p95 up to 96 ms for about 8 s, both emulators catching up with the drain's burst of reads), and
     # they fell on whichever turn came first.
-    settled = {}
-    for name, users_ in (("service", users), ("floor", floor_users)):
-        part = plan_traffic(factory, rate=rate, duration=floor_s, users=users_, rng=rng, mix=Mix())
-        if name == "service":
-            result = asyncio.run(sender.run("settle", rate, floor_s, part))
-        else:
-            result = asyncio.run(run_floor(stack.project, floor_target, "floor settle", rate, floor_s, part))
-        settled[f"{name} after the drain"] = result.summary()
-    return {"service": phase.summary(), "floor": floor.summary(), **settled}
+    part = plan_traffic(factory, rate=rate, duration=floor_s, users=users, rng=rng, mix=Mix())
+    service_settle = asyncio.run(sender.run("settle", rate, floor_s, part))
+    part = plan_traffic(factory, rate=rate, duration=floor_s, users=floor_users, rng=rng, mix=Mix())
+    floor_settle = asyncio.run(run_floor(stack.project, floor_target, "floor settle", rate, floor_s, part))
+    return {
+        "service": phase.summary(),
+        "floor": floor.summary(),
+        "service after the drain": service_settle.summary(),
+        "floor after the drain": floor_settle.summary(),
+    }
 
 
 def _floor_topic(stack: Stack, run: str) -> str:
