@@ -147,6 +147,7 @@ def run(settings: Settings) -> int:
         access_log=False,
         timeout_graceful_shutdown=20,
         timeout_keep_alive=KEEP_ALIVE_S,
+        proxy_headers=False,  # the app never reads the caller's address (and logs no IP)
         lifespan="on",
     )
     bootstrap.freeze_startup_heap()
