@@ -12,16 +12,12 @@ event loop that answers PayNow must never wait for it.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import json
 import logging
 import logging.handlers
 import queue
 import re
 import sys
-import threading
-import time
-import traceback
 from datetime import UTC, datetime
 from typing import Any
 
@@ -68,60 +64,18 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, separators=(",", ":")))
 
 
-class _LineWriter:
-    """Writes the queued lines from one thread, a batch at a time: woken by the first line, it
-    waits BATCH_S for the lines that follow and writes them all in one call. Measured in serve at
-    100 webhooks/s: a writer woken per line switched threads about 3 times per line (two lines
-    per webhook), each switch a chance to wait for a CPU on a busy machine."""
-
-    BATCH_S = 0.05
-    _STOP = object()
-
-    def __init__(self, lines: queue.SimpleQueue[Any], stream: Any) -> None:
-        self._lines = lines
-        self._stream = stream
-        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            batch = [self._lines.get()]
-            time.sleep(self.BATCH_S)
-            with contextlib.suppress(queue.Empty):
-                while True:
-                    batch.append(self._lines.get_nowait())
-            if self._STOP in batch:
-                stopping = True
-                batch = batch[: batch.index(self._STOP)]  # nothing is queued after the stop
-            if batch:
-                self._write("".join(record.getMessage() + "\n" for record in batch))
-
-    def _write(self, text: str) -> None:
-        try:
-            self._stream.write(text)
-            self._stream.flush()
-        except Exception:  # noqa: BLE001 (a broken stdout must not kill the writer or the process)
-            traceback.print_exc(file=sys.stderr)
-
-    def stop(self) -> None:
-        """Write every line queued so far, then end the thread."""
-        self._lines.put(self._STOP)
-        self._thread.join()
+_listener: logging.handlers.QueueListener | None = None
 
 
-_writer: _LineWriter | None = None
-
-
-def _stop_writer() -> None:
+def _stop_listener() -> None:
     """Write every queued line, then stop the writer thread (at exit, or before reconfiguring)."""
-    global _writer
-    if _writer is not None:
-        _writer.stop()
-        _writer = None
+    global _listener
+    if _listener is not None:
+        _listener.stop()
+        _listener = None
 
 
-atexit.register(_stop_writer)
+atexit.register(_stop_listener)
 
 
 def configure_logging(level: str = "INFO", *, background: bool = False) -> None:
@@ -132,15 +86,15 @@ def configure_logging(level: str = "INFO", *, background: bool = False) -> None:
     load on a two-core machine: with the writes on the event loop, the webhook's answer p95
     had one-second spikes to 50-220 ms whenever a write stalled.
     """
-    global _writer
-    _stop_writer()
-    handler: logging.Handler
+    global _listener
+    _stop_listener()
+    stream = logging.StreamHandler(sys.stdout)
+    handler: logging.Handler = stream
     if background:
         lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         handler = logging.handlers.QueueHandler(lines)  # its prepare() formats: the queue holds final lines
-        _writer = _LineWriter(lines, sys.stdout)
-    else:
-        handler = logging.StreamHandler(sys.stdout)
+        _listener = logging.handlers.QueueListener(lines, stream)
+        _listener.start()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -153,7 +107,7 @@ def configure_logging(level: str = "INFO", *, background: bool = False) -> None:
 def flush_logs() -> None:
     """Write every queued line now and write directly from here on: the process is ending by a
     path that skips exit handlers (uvicorn re-raises SIGTERM after its graceful shutdown)."""
-    if _writer is not None:
+    if _listener is not None:
         configure_logging(logging.getLevelName(logging.getLogger().level))
 
 
