@@ -366,8 +366,8 @@ class WebhookSender:
 
         try:
             # WARM_CONNECTIONS keep-alive connections opened before measuring, as the floor's channels
-            # are: a handshake is the client's cost, not the service's (measured: a 10 s turn at 100/s
-            # needed 4-8 connections for overlapping answers, each new one on a waiting request).
+            # are: a handshake is the client's cost, not the service's (measured at 100/s: 4-8 new
+            # connections per 5 s turn for overlapping answers, each one on a waiting request).
             with contextlib.suppress(Exception):  # outside the measurement; a failure shows in the run
                 await client.open(WARM_CONNECTIONS, url.path.rsplit("/api/", 1)[0] + "/healthz")
             await open_loop(deliveries, one, phase)
