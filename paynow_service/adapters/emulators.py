@@ -62,6 +62,18 @@ def _die_with_parent() -> None:
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
+def _all_threads_stopped(pid: int) -> bool:
+    """Every thread of `pid` is stopped (`T`) according to /proc (True where there is no /proc)."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return True
+    for stat in tasks.glob("*/stat"):
+        with contextlib.suppress(OSError):
+            if stat.read_text().rsplit(")", 1)[1].split()[0] not in ("T", "t", "Z", "X"):
+                return False
+    return True
+
+
 @dataclass
 class Emulator:
     """One running emulator process."""
@@ -81,14 +93,20 @@ class Emulator:
     def pid(self) -> int:
         return self.process.pid
 
-    def pause(self) -> None:
-        """SIGSTOP the emulator: connections hang, state is kept."""
-        os.kill(self.pid, signal.SIGSTOP)
+    def pause(self, timeout: float = 5) -> None:
+        """SIGSTOP the emulator's process group: connections hang, state is kept. Returns once every
+        thread of the JVM is stopped, so that no call made after it can still be answered."""
+        os.killpg(self.pid, signal.SIGSTOP)
         self.paused = True
+        deadline = time.monotonic() + timeout
+        while not _all_threads_stopped(self.pid):
+            if time.monotonic() > deadline:
+                raise EmulatorError(f"the {self.name} emulator did not stop within {timeout:g} s")
+            time.sleep(0.01)
 
     def resume(self) -> None:
         """SIGCONT a paused emulator."""
-        os.kill(self.pid, signal.SIGCONT)
+        os.killpg(self.pid, signal.SIGCONT)
         self.paused = False
 
     def stop(self, timeout: float = 10) -> None:
