@@ -84,8 +84,13 @@ class LeanClient:
         if parts.scheme != "http" or not parts.hostname:
             raise ValueError(f"{origin!r}: only http://host:port is supported")
         self.host, self.port = parts.hostname, parts.port or 80
-        self._host_header = parts.netloc.encode()
+        self._netloc = parts.netloc
         self._idle: list[_Connection] = []
+
+    def _encode(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> bytes:
+        lines = [f"{method} {path} HTTP/1.1", f"Host: {self._netloc}", f"Content-Length: {len(body)}"]
+        lines += [f"{name}: {value}" for name, value in headers.items()]
+        return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
@@ -99,10 +104,7 @@ class LeanClient:
         self, method: str, path: str, body: bytes = b"", headers: Mapping[str, str] | None = None
     ) -> tuple[int, bytes]:
         """Send one request and return (status, body), on an idle connection or a new one."""
-        lines = [f"{method} {path} HTTP/1.1", f"Content-Length: {len(body)}"]
-        lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
-        request = b"Host: " + self._host_header + b"\r\n" + ("\r\n".join(lines[1:]) + "\r\n\r\n").encode()
-        request = (lines[0] + "\r\n").encode() + request + body
+        request = self._encode(method, path, body, headers or {})
         connection = None
         while self._idle and connection is None:
             candidate = self._idle.pop()  # the most recently used: the least likely to be closed
@@ -126,7 +128,7 @@ class LeanClient:
     async def open(self, count: int, path: str) -> None:
         """Open `count` connections (each with one GET of `path`) and keep them for later requests."""
         connections = await asyncio.gather(*(self._connect() for _ in range(count)))
-        request = f"GET {path} HTTP/1.1\r\nHost: ".encode() + self._host_header + b"\r\n\r\n"
+        request = self._encode("GET", path, b"", {})
         answers = await asyncio.gather(*(c.exchange(request) for c in connections))
         for connection, answer in zip(connections, answers, strict=True):
             self._finish(connection, answer)
