@@ -51,7 +51,6 @@ import asyncio
 import contextlib
 import dataclasses
 import datetime as dt
-import gc
 import json
 import math
 import os
@@ -86,6 +85,7 @@ from bench.lean_http import LeanClient  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.adapters.firestore_events import EVENTS  # noqa: E402
 from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology  # noqa: E402
+from paynow_service.bootstrap import freeze_startup_heap  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.catalog import Catalog  # noqa: E402
 from paynow_service.domain.signature import sign  # noqa: E402
@@ -1250,13 +1250,6 @@ def _floor_topic(stack: Stack, run: str) -> str:
     return topic
 
 
-def _freeze_heap() -> None:
-    """The plan, the expectation and the clients live as long as the run: out of the collector's reach,
-    a full collection no longer pauses the sender and the floor (100-300 ms each, measured, with them in)."""
-    gc.collect()
-    gc.freeze()
-
-
 def _slices(deliveries: Sequence[Delivery], total_s: float, rounds: int) -> list[list[Delivery]]:
     """A phase's planned deliveries cut into `rounds` consecutive segments, each re-timed from 0."""
     size = total_s / rounds
@@ -1331,7 +1324,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         floor: PhaseResult | None = None
         if args.find_max:
             apart = FloorTarget(_floor_topic(stack, run), f"loadFloor-{run}")
-            _freeze_heap()
+            # The plan, the expectation and the clients live as long as the run: frozen out of the
+            # collector's reach, a full collection no longer pauses the sender and the floor (100-300 ms
+            # each, measured, with them in).
+            freeze_startup_heap()
             service, floor, find_max, deliveries = _find_max(
                 args, stack, factory, expectation, run, rng, apart
             )
@@ -1351,7 +1347,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            _freeze_heap()
+            freeze_startup_heap()  # as for find-max above
             service, floor = _interleaved(args, stack, sender, deliveries, floor_plan, pipeline_floor)
             deliveries = [*deliveries, *floor_plan]
         rss_result = rss.stop()
