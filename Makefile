@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install gen check-gen lint typecheck fmt breaking pytest clean
+.PHONY: run test install gen check-gen lint typecheck fmt breaking release-proto pytest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,9 +40,12 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 
 breaking: $(STAMP)
-	@if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:proto 2>/dev/null; then \
-	  $(BIN)/buf breaking --against '.git#ref=HEAD~1' && echo "buf breaking: no breaking change against HEAD~1"; \
-	else echo "buf breaking: no previous commit with proto/ to compare against"; fi
+	$(BIN)/buf breaking --against proto-baseline/released.binpb
+	@echo "buf breaking: no breaking change against the released baseline (proto-baseline/)"
+
+## release-proto: make the current proto/ the baseline later changes must stay compatible with
+release-proto: $(STAMP)
+	$(BIN)/buf build -o proto-baseline/released.binpb
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

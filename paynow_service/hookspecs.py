@@ -25,10 +25,12 @@ hookimpl = pluggy.HookimplMarker(PROJECT)
 
 @dataclass(frozen=True)
 class Credit:
-    """Points a hook grants: `points` (>= 0) of `kind`."""
+    """Points a hook grants: `points` (>= 0) of `kind`. A promo credit's points go into a lot
+    that expires `expires_in_days` after the event (None: 365, the app's default)."""
 
     points: int
     kind: Kind = "paid"
+    expires_in_days: int | None = None
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,7 @@ class PlannedCredit:
     points: int
     kind: Kind = "paid"
     product_id: str = ""
+    expires_in_days: int | None = None  # promo only; None: 365 days
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,7 @@ Google exceptions into domain errors, so nothing above this module sees a Google
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
-import json
 import random
 import time
 import weakref
@@ -24,16 +21,17 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
-from google.cloud.firestore import AsyncClient, AsyncTransaction, Query, async_transactional
-from google.cloud.firestore_v1.field_path import FieldPath
+from google.cloud.firestore import AsyncClient, AsyncTransaction, async_transactional
 
+from paynow_service.adapters.ledger_documents import entry_document, wallet_fields
+from paynow_service.adapters.ledger_listing import list_entries
 from paynow_service.domain.errors import (
     ContentionError,
     DomainError,
-    InvalidRequestError,
     StorageUnavailableError,
 )
 from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry, LedgerResult
+from paynow_service.domain.ledger_reader import read_entry, read_wallet
 from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, ReadSet, plan, read_set, validate_uid
 
 T = TypeVar("T")
@@ -109,7 +107,7 @@ class FirestoreLedger:
                 found[by_path[snap.reference.path]] = snap.to_dict() or {}
         return LedgerReads(
             state=LedgerState(
-                wallets={u: _balance(found.get(("wallet", u))) for u in needed.uids},
+                wallets={u: read_wallet(found.get(("wallet", u))) for u in needed.uids},
                 keys={k: _key(k, found.get(("key", k))) for k in needed.key_ids},
                 entries={(u, e): _entry(u, e, found.get(("entry", u, e))) for u, e in needed.entries},
             ),
@@ -123,17 +121,17 @@ class FirestoreLedger:
         now = datetime.now(UTC)
         planned = plan(requests, reads.state, now=now, allow_negative_balance=self._allow_negative)
         for uid in sorted(planned.changed_wallets):
-            balance = planned.balances[uid]
             if uid in reads.missing_users:
                 user = {"uid": uid, "createdAt": now, "updatedAt": now, "status": "active"}
                 tx.create(self._db.document("users", uid), user)
-            fields = {"paidBalance": balance.paid, "promoBalance": balance.promo, "updatedAt": now}
+            fields = wallet_fields(planned.wallets[uid], now)
             if reads.state.wallets[uid] is None:
-                tx.create(self._wallet_ref(uid), {**fields, "promoLots": [], "createdAt": now, "v": 1})
+                tx.create(self._wallet_ref(uid), {**fields, "createdAt": now, "v": 1})
             else:
-                tx.update(self._wallet_ref(uid), fields)  # leaves promoLots to the spend code
+                # The whole lot array, read in this transaction: the app's spend matches lots by id.
+                tx.update(self._wallet_ref(uid), fields)
         for entry in planned.new_entries:
-            tx.create(self._entry_ref(entry.uid, entry.entry_id), _entry_doc(entry))
+            tx.create(self._entry_ref(entry.uid, entry.entry_id), entry_document(entry))
         for key, request in planned.new_keys:
             key_doc = {"entryId": key.entry_id, "uid": key.uid, "amount": key.amount}
             key_doc |= {"requestHash": key.request_hash, "action": request.action, "createdAt": now, "v": 1}
@@ -187,31 +185,17 @@ class FirestoreLedger:
                 snap = await self._wallet_ref(uid).get(timeout=self._timeout_s)
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
-        return _balance(snap.to_dict() if snap.exists else None) or Balance()
+        wallet = read_wallet(snap.to_dict() if snap.exists else None)
+        return wallet.balance(datetime.now(UTC)) if wallet is not None else Balance()
 
     async def list_ledger(self, uid: str, page_size: int, page_token: str) -> tuple[list[LedgerEntry], str]:
-        """A page of entries, newest first; the token is opaque and bound to the uid."""
+        """A page of entries, newest first, every shape of the shared ledger; the token is opaque."""
         validate_uid(uid)
-        if page_size < 1:
-            raise InvalidRequestError("page_size must be at least 1")
-        ledger = self._db.collection("users", uid, "ledger")
-        query = ledger.order_by("createdAt", direction=Query.DESCENDING).order_by(
-            FieldPath.document_id(), direction=Query.DESCENDING
-        )
-        after = _decode_token(uid, page_token) if page_token else None
         try:
             async with asyncio.timeout(self._timeout_s):
-                if after is not None:
-                    cursor = await ledger.document(after).get(timeout=self._timeout_s)
-                    if not cursor.exists:
-                        raise InvalidRequestError("page_token does not name an entry of this ledger")
-                    query = query.start_after(cursor)
-                snaps = await query.limit(page_size + 1).get(timeout=self._timeout_s)
+                return await list_entries(self._db, uid, page_size, page_token, timeout_s=self._timeout_s)
         except _UNAVAILABLE as exc:
             raise _unavailable(exc) from exc
-        entries = [_entry(uid, s.id, s.to_dict() or {}) for s in snaps[:page_size]]
-        token = _encode_token(uid, snaps[page_size - 1].id) if len(snaps) > page_size else ""
-        return [e for e in entries if e is not None], token
 
     def _wallet_ref(self, uid: str) -> Any:
         return self._db.document("users", uid, "wallet", "points")
@@ -269,16 +253,6 @@ def _unavailable(exc: BaseException) -> StorageUnavailableError:
     return StorageUnavailableError(f"Firestore unavailable: {type(exc).__name__}")
 
 
-def _balance(data: Mapping[str, Any] | None) -> Balance | None:
-    if data is None:
-        return None
-    return Balance(
-        paid=int(data.get("paidBalance") or 0),
-        promo=int(data.get("promoBalance") or 0),
-        updated_at=data.get("updatedAt"),
-    )
-
-
 def _key(entry_id: str, data: Mapping[str, Any] | None) -> KeyRecord | None:
     if data is None:
         return None
@@ -288,59 +262,4 @@ def _key(entry_id: str, data: Mapping[str, Any] | None) -> KeyRecord | None:
 
 
 def _entry(uid: str, entry_id: str, data: Mapping[str, Any] | None) -> LedgerEntry | None:
-    if data is None:
-        return None
-    return LedgerEntry(
-        entry_id=entry_id,
-        uid=uid,
-        action=data.get("action", "credit"),
-        kind=data.get("kind", "paid"),
-        amount=int(data.get("amount") or 0),
-        source=str(data.get("source", "")),
-        pre=int(data.get("pre") or 0),
-        post=int(data.get("post") or 0),
-        metadata=dict(data.get("metadata") or {}),
-        created_at=data.get("createdAt") or datetime.fromtimestamp(0, UTC),
-        created_by=str(data.get("createdBy", "")),
-    )
-
-
-def _entry_doc(entry: LedgerEntry) -> dict[str, Any]:
-    return {
-        "uid": entry.uid,
-        "action": entry.action,
-        "kind": entry.kind,
-        "amount": entry.amount,
-        "source": entry.source,
-        "pre": entry.pre,
-        "post": entry.post,
-        "metadata": dict(entry.metadata),
-        "createdAt": entry.created_at,
-        "createdBy": entry.created_by,
-        "v": 1,
-    }
-
-
-def _encode_token(uid: str, entry_id: str) -> str:
-    raw = json.dumps({"u": uid, "after": entry_id}, separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def _decode_token(uid: str, token: str) -> str:
-    try:
-        data = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error):
-        raise InvalidRequestError("page_token is not a token this service issued") from None
-    if not isinstance(data, dict) or data.get("u") != uid or not isinstance(data.get("after"), str):
-        raise InvalidRequestError("page_token belongs to another listing")
-    after: str = data["after"]
-    # Only a usable Firestore document id may reach the query (".", "..", "__x__",
-    # lone surrogates and ids over 1500 bytes are refused by Firestore with an error).
-    try:
-        size = len(after.encode("utf-8"))
-    except UnicodeEncodeError:
-        size = 0
-    reserved = after in (".", "..") or (after.startswith("__") and after.endswith("__"))
-    if not after or "/" in after or not 0 < size <= 1500 or reserved:
-        raise InvalidRequestError("page_token is not a token this service issued")
-    return after
+    return None if data is None else read_entry(uid, entry_id, data)

@@ -129,6 +129,7 @@ class FirestoreProcessor:
             event_status=(event_doc or {}).get("status"),
             mapped_uid=str((data(customer_ref) or {}).get("uid", "")),
             order=_order_record(data(order_ref)),
+            now=utcnow(),
         )
         decision = decide(state)
         if not decision.writes:

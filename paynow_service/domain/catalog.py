@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from paynow_service.domain.ledger import Kind
+from paynow_service.domain.ledger import DEFAULT_PROMO_DAYS, Kind
+
+MAX_EXPIRES_IN_DAYS = 36_500
 
 
 class CatalogError(ValueError):
@@ -23,12 +25,14 @@ class CatalogError(ValueError):
 class ProductRule:
     points: int
     kind: Kind = "paid"
+    expires_in_days: int = DEFAULT_PROMO_DAYS  # promo only: the life of the lot a credit adds
 
 
 @dataclass(frozen=True)
 class PlanRule:
     points_per_cycle: int
-    kind: Kind = "paid"
+    kind: Kind = "promo"  # the app's default for subscription points
+    expires_in_days: int = DEFAULT_PROMO_DAYS
 
 
 @dataclass(frozen=True)
@@ -44,11 +48,11 @@ class Catalog:
         except tomllib.TOMLDecodeError as err:
             raise CatalogError(f"catalog is not valid TOML: {err}") from None
         products = {
-            pid: ProductRule(_points(rule, "points", pid), _kind(rule, pid))
+            pid: ProductRule(_points(rule, "points", pid), _kind(rule, pid, "paid"), _days(rule, pid))
             for pid, rule in _section(data, "products").items()
         }
         plans = {
-            pid: PlanRule(_points(rule, "points_per_cycle", pid), _kind(rule, pid))
+            pid: PlanRule(_points(rule, "points_per_cycle", pid), _kind(rule, pid, "promo"), _days(rule, pid))
             for pid, rule in _section(data, "subscriptions").items()
         }
         return cls(products=products, subscriptions=plans, raw=data)
@@ -68,8 +72,18 @@ def _points(rule: Mapping[str, Any], key: str, product_id: str) -> int:
     return value
 
 
-def _kind(rule: Mapping[str, Any], product_id: str) -> Kind:
-    kind = rule.get("kind", "paid")
+def _days(rule: Mapping[str, Any], product_id: str) -> int:
+    days = rule.get("expires_in_days", DEFAULT_PROMO_DAYS)
+    if not isinstance(days, int) or isinstance(days, bool) or not 1 <= days <= MAX_EXPIRES_IN_DAYS:
+        raise CatalogError(
+            f"catalog entry {product_id!r}: expires_in_days must be a whole number of days,"
+            f" from 1 to {MAX_EXPIRES_IN_DAYS}"
+        )
+    return days
+
+
+def _kind(rule: Mapping[str, Any], product_id: str, default: Kind) -> Kind:
+    kind = rule.get("kind", default)
     if kind == "paid":
         return "paid"
     if kind == "promo":

@@ -14,19 +14,29 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from paynow_service.domain.errors import EntryNotFoundError, InvalidRequestError, LedgerConflictError
 from paynow_service.domain.ledger import (
+    ACTION_RECREDIT,
+    ACTION_REVERSAL,
+    DEFAULT_PROMO_DAYS,
+    PAYNOW_NAMESPACE,
     Balance,
     EntryOutcome,
     EntryRequest,
     LedgerEntry,
     LedgerResult,
+    LotMove,
+    Points,
+    PromoLot,
+    Wallet,
     recredit_entry_id,
     reversal_entry_id,
 )
+from paynow_service.domain.ledger_reader import as_int
+from paynow_service.domain.wallet_moves import RunningWallet
 
 MAX_ENTRY_ID_BYTES = 500
 MAX_UID_CHARS = 128
@@ -50,7 +60,7 @@ class KeyRecord:
 class LedgerState:
     """Every document `read_set` names, as read in the transaction (None: it does not exist)."""
 
-    wallets: Mapping[str, Balance | None]
+    wallets: Mapping[str, Wallet | None]
     keys: Mapping[str, KeyRecord | None]
     entries: Mapping[tuple[str, str], LedgerEntry | None]  # by (uid, entry_id)
 
@@ -71,7 +81,8 @@ class LedgerPlan:
     outcomes: tuple[EntryOutcome, ...]
     new_entries: tuple[LedgerEntry, ...]
     new_keys: tuple[tuple[KeyRecord, EntryRequest], ...]
-    balances: Mapping[str, Balance]  # every uid named, after the batch
+    wallets: Mapping[str, Wallet]  # every uid named, after the batch
+    balances: Mapping[str, Balance]  # the same wallets' balances at the batch's time
     changed_wallets: frozenset[str]
 
     def result(self) -> LedgerResult:
@@ -125,6 +136,13 @@ def validate_request(request: EntryRequest) -> None:
         raise InvalidRequestError("amount must be an int64 integer")
     if request.reversal_of is not None:
         validate_entry_id(request.reversal_of, "reversal_of")
+    promo_credit = request.action == "credit" and request.reversal_of is None and request.kind == "promo"
+    if promo_credit and request.expires_at is None:
+        raise InvalidRequestError("a promo credit needs an expiry (expires_at): its points go into a lot")
+    if request.expires_at is not None and not promo_credit:
+        raise InvalidRequestError("only a promo credit takes an expiry (expires_at)")
+    if request.expires_at is not None and request.expires_at.tzinfo is None:
+        raise InvalidRequestError("expires_at must carry a time zone")
     if request.action == "reversal":
         if request.reversal_of is None:
             raise InvalidRequestError("a reversal must name the entry it reverses (reversal_of)")
@@ -163,6 +181,10 @@ def request_hash(request: EntryRequest) -> str:
         "amount": None if request.amount is None else abs(request.amount),
         "reversalOf": request.reversal_of,
     }
+    # A caller's promo expiry is part of its request. A PayNow entry's expiry is dated from the
+    # delivery's timestamp, which each redelivery changes: its entry id already pins the event.
+    if request.expires_at is not None and not request.entry_id.startswith(PAYNOW_NAMESPACE):
+        normalized["expiresAt"] = request.expires_at.isoformat(timespec="microseconds")
     canonical = json.dumps(normalized, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
@@ -183,6 +205,7 @@ def read_set(requests: Sequence[EntryRequest]) -> ReadSet:
             entries[(request.uid, request.reversal_of)] = None
         elif request.reversal_of is not None:
             entries[(request.uid, reversal_entry_id(request.reversal_of))] = None
+            entries[(request.uid, request.reversal_of)] = None  # its lot's expiry, for the promo part
     return ReadSet(uids=tuple(uids), key_ids=tuple(keys), entries=tuple(entries))
 
 
@@ -192,7 +215,7 @@ def plan(
     """Apply the requests in order to the state read; raise on the first conflict (all or nothing)."""
     needed = read_set(requests)
     _require_read(needed, state)
-    running = {uid: _start(state.wallets[uid]) for uid in needed.uids}
+    running = {uid: RunningWallet.of(state.wallets[uid]) for uid in needed.uids}
     keys: dict[str, KeyRecord | None] = dict(state.keys)
     entries: dict[tuple[str, str], LedgerEntry | None] = dict(state.entries)
     outcomes: list[EntryOutcome] = []
@@ -207,7 +230,6 @@ def plan(
             outcomes.append(replay)
             continue
         entry, shortfall = _new_entry(request, entries, running[request.uid], now, allow_negative_balance)
-        running[request.uid][entry.kind] = entry.post
         entries[(request.uid, request.entry_id)] = entry
         key = KeyRecord(request.entry_id, request.uid, entry.amount, digest)
         keys[request.entry_id] = key
@@ -215,12 +237,15 @@ def plan(
         new_keys.append((key, request))
         changed.add(request.uid)
         outcomes.append(EntryOutcome(entry=entry, replayed=False, shortfall=shortfall))
-    balances = {}
-    for uid in needed.uids:
-        before = state.wallets[uid]
-        updated = now if uid in changed else (before.updated_at if before else None)
-        balances[uid] = Balance(paid=running[uid]["paid"], promo=running[uid]["promo"], updated_at=updated)
-    return LedgerPlan(tuple(outcomes), tuple(new_entries), tuple(new_keys), balances, frozenset(changed))
+    wallets = {uid: running[uid].frozen(now if uid in changed else None) for uid in needed.uids}
+    return LedgerPlan(
+        outcomes=tuple(outcomes),
+        new_entries=tuple(new_entries),
+        new_keys=tuple(new_keys),
+        wallets=wallets,
+        balances={uid: wallet.balance(now) for uid, wallet in wallets.items()},
+        changed_wallets=frozenset(changed),
+    )
 
 
 def _require_read(needed: ReadSet, state: LedgerState) -> None:
@@ -230,10 +255,6 @@ def _require_read(needed: ReadSet, state: LedgerState) -> None:
     missing += [f"{u}/{e}" for u, e in needed.entries if (u, e) not in state.entries]
     if missing:
         raise ValueError(f"ledger state lacks documents the requests need: {missing[:5]}")
-
-
-def _start(wallet: Balance | None) -> dict[str, int]:
-    return {"paid": wallet.paid, "promo": wallet.promo} if wallet else {"paid": 0, "promo": 0}
 
 
 def _replay(
@@ -252,18 +273,18 @@ def _replay(
     elif existing is None:
         return None
     elif not _same_as_entry(request, existing):
-        # An entry without a key (written before ledgerKeys existed): compare with the entry itself.
+        # An entry without a key (written before ledgerKeys existed, or by the app): compare with it.
         raise LedgerConflictError(f"entry id {entry_id!r} was already used with a different request")
-    shortfall = existing.metadata.get("shortfall", 0)
-    return EntryOutcome(entry=existing, replayed=True, shortfall=shortfall if _is_int(shortfall) else 0)
+    shortfall = as_int(existing.metadata.get("shortfall")) or 0
+    return EntryOutcome(entry=existing, replayed=True, shortfall=shortfall)
 
 
 def _same_as_entry(request: EntryRequest, entry: LedgerEntry | None) -> bool:
-    if entry is None or entry.action != request.action:
+    if entry is None or entry.type != ("debit" if request.action == "reversal" else "credit"):
         return False
     if request.reversal_of is not None:
         # Derived amounts: the entry id already pins the original; a partial amount must match.
-        asked = entry.metadata.get("requestedAmount", abs(entry.amount))
+        asked = as_int(entry.metadata.get("requestedAmount")) or abs(entry.amount)
         return request.amount is None or abs(request.amount) == asked
     return entry.amount == request.amount and entry.kind == request.kind
 
@@ -271,25 +292,35 @@ def _same_as_entry(request: EntryRequest, entry: LedgerEntry | None) -> bool:
 def _new_entry(
     request: EntryRequest,
     entries: Mapping[tuple[str, str], LedgerEntry | None],
-    balance: Mapping[str, int],
+    wallet: RunningWallet,
     now: datetime,
     allow_negative_balance: bool,
 ) -> tuple[LedgerEntry, int]:
     metadata: dict[str, Any] = dict(request.metadata)
+    pre = wallet.stored()
     shortfall = 0
+    credit_lot: LotMove | None = None
+    consumed: tuple[LotMove, ...] = ()
     if request.action == "reversal":
         assert request.reversal_of is not None  # validate_request guarantees it
         original = _require_entry(entries, request.uid, request.reversal_of, "entry to reverse")
-        if original.action != "credit":
-            raise InvalidRequestError(f"{request.reversal_of!r} is a reversal: only credits can be reversed")
+        if not original.is_credit or original.is_reversal:
+            raise InvalidRequestError(
+                f"{request.reversal_of!r} is not a credit: only credits can be reversed"
+            )
         wanted = _bounded(request.amount, original.amount, "reverse")
-        kind = original.kind
-        taken = wanted if allow_negative_balance else min(wanted, max(balance[kind], 0))
-        shortfall = wanted - taken
-        amount = -taken
+        taken, consumed, shortfall = wallet.take(
+            wanted,
+            own_lot=_lot_of(original).lot_id if original.kind == "promo" else None,
+            paid_first=original.kind == "paid",
+            now=now,
+            allow_negative=allow_negative_balance,
+        )
+        delta = Points(paid=-taken.paid, promo=-taken.promo)
         metadata["reversalOf"] = request.reversal_of
         if shortfall:
             metadata.update(shortfall=shortfall, requestedAmount=wanted)
+        label, note = ACTION_REVERSAL, f"reversal of {request.reversal_of}"
     elif request.reversal_of is not None:
         reversal = _require_entry(
             entries,
@@ -298,30 +329,70 @@ def _new_entry(
             f"reversal of {request.reversal_of!r}",
         )
         # What the reversal actually took back (less than asked when it stopped at zero).
+        taken_back = (
+            Points(paid=-reversal.delta.paid, promo=-reversal.delta.promo)
+            if reversal.delta is not None
+            else Points(promo=-reversal.amount)
+            if reversal.kind == "promo"
+            else Points(paid=-reversal.amount)
+        )
         amount = _bounded(request.amount, -reversal.amount, "re-credit")
-        kind = reversal.kind
+        paid_part = min(max(taken_back.paid, 0), amount)  # a partial re-credit gives paid back first
+        delta = Points(paid=paid_part, promo=amount - paid_part)
+        wallet.add_paid(delta.paid)
+        if delta.promo:
+            expires = _recredit_expiry(entries.get((request.uid, request.reversal_of)), reversal, now)
+            credit_lot = LotMove(request.entry_id, delta.promo, expires)
+            wallet.add_lot(PromoLot(request.entry_id, delta.promo, expires, request.source))
         metadata["recreditOf"] = request.reversal_of
+        label, note = ACTION_RECREDIT, f"re-credit of {request.reversal_of}"
     else:
         assert request.amount is not None
-        amount, kind = request.amount, request.kind
-    pre = balance[kind]
-    post = pre + amount
-    if abs(post) > INT64_MAX:
+        if request.kind == "promo":
+            assert request.expires_at is not None  # validate_request guarantees it
+            delta = Points(promo=request.amount)
+            credit_lot = LotMove(request.entry_id, request.amount, request.expires_at)
+            wallet.add_lot(PromoLot(request.entry_id, request.amount, request.expires_at, request.source))
+        else:
+            delta = Points(paid=request.amount)
+            wallet.add_paid(request.amount)
+        label, note = "credit", ""
+    post = wallet.stored()
+    if max(abs(post.paid), abs(post.promo)) > INT64_MAX:
         raise InvalidRequestError("the balance would leave the int64 range")
+    label = request.label or label
     entry = LedgerEntry(
         entry_id=request.entry_id,
         uid=request.uid,
-        action=request.action,
-        kind=kind,
-        amount=amount,
+        amount=delta.total,
+        type="debit" if request.action == "reversal" else "credit",
+        channel="paid" if delta.paid else "promo",
+        action=label,
         source=request.source,
-        pre=pre,
-        post=post,
         metadata=metadata,
         created_at=now,
         created_by=request.created_by,
+        pre=pre,
+        post=post,
+        delta=delta,
+        note=request.note or note or label,
+        credit_lot=credit_lot,
+        consumed_lots=consumed,
     )
     return entry, shortfall
+
+
+def _lot_of(credit: LedgerEntry) -> LotMove:
+    """The lot a promo credit added (its `creditLot`, or by convention the lot named after it)."""
+    return credit.credit_lot or LotMove(credit.entry_id, credit.amount)
+
+
+def _recredit_expiry(original: LedgerEntry | None, reversal: LedgerEntry, now: datetime) -> datetime:
+    """The original expiry: the credit's own lot's, else the latest of the lots the reversal emptied."""
+    if original is not None and original.credit_lot is not None and original.credit_lot.expires_at:
+        return original.credit_lot.expires_at
+    expiries = [move.expires_at for move in reversal.consumed_lots if move.expires_at is not None]
+    return max(expiries) if expiries else now + timedelta(days=DEFAULT_PROMO_DAYS)
 
 
 def _require_entry(

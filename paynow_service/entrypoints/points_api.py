@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Mapping
 from contextvars import ContextVar
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -31,7 +31,7 @@ from paynow_service.domain.errors import (
     TerminalError,
     TransientError,
 )
-from paynow_service.domain.ledger import Balance, LedgerEntry
+from paynow_service.domain.ledger import Balance, LedgerEntry, LotMove, Points
 from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb
 from paynow_service.logs import log
 from paynow_service.service.points import CreditCommand, PointsCore, ReverseCommand, WriteResult
@@ -57,7 +57,6 @@ STATUS_BY_ERROR: tuple[tuple[type[BaseException], str], ...] = (
 
 _KINDS = {pb.KIND_PAID: "paid", pb.KIND_PROMO: "promo"}
 _KIND_ENUMS = {"paid": pb.KIND_PAID, "promo": pb.KIND_PROMO}
-_ACTION_ENUMS = {"credit": pb.ACTION_CREDIT, "reversal": pb.ACTION_REVERSAL}
 
 
 def status_for(exc: BaseException) -> tuple[str, str]:
@@ -115,6 +114,7 @@ class PointsApi:
             kind=kind,
             source=request.source,
             metadata=dict(request.metadata),
+            expires_at=request.expires_at.ToDatetime(tzinfo=UTC) if request.HasField("expires_at") else None,
         )
         result = await self._core.credit(command)
         _log_write("CreditPoints", result)
@@ -135,10 +135,7 @@ class PointsApi:
     async def get_balance(self, request: pb.GetBalanceRequest) -> pb.GetBalanceResponse:
         current_caller()
         balance = await self._core.balance(request.uid)
-        response = pb.GetBalanceResponse(paid_balance=balance.paid, promo_balance=balance.promo)
-        if balance.updated_at is not None:
-            response.updated_at.CopyFrom(_timestamp(balance.updated_at))
-        return response
+        return pb.GetBalanceResponse(**_balance_fields(balance))
 
     async def list_ledger(self, request: pb.ListLedgerRequest) -> pb.ListLedgerResponse:
         current_caller()
@@ -149,26 +146,80 @@ class PointsApi:
 
 
 def entry_to_proto(entry: LedgerEntry) -> pb.LedgerEntry:
-    return pb.LedgerEntry(
+    """Any entry of the shared ledger, whoever wrote it; what was not interpreted goes in unread_fields."""
+    mine = entry.pre or Points()
+    after = entry.post or Points()
+    message = pb.LedgerEntry(
         entry_id=entry.entry_id,
         uid=entry.uid,
-        action=_ACTION_ENUMS.get(entry.action, pb.ACTION_UNSPECIFIED),
-        kind=_KIND_ENUMS.get(entry.kind, pb.KIND_UNSPECIFIED),
+        action=_action(entry),
+        kind=_KIND_ENUMS.get(entry.channel, pb.KIND_UNSPECIFIED),
         amount=entry.amount,
         source=entry.source,
-        pre=entry.pre,
-        post=entry.post,
+        pre=mine.promo if entry.channel == "promo" else mine.paid,
+        post=after.promo if entry.channel == "promo" else after.paid,
         metadata=_string_map(entry.metadata),
         created_at=_timestamp(entry.created_at),
         created_by=entry.created_by,
+        type=entry.type,
+        channel=entry.channel,
+        status=entry.status,
+        ledger_action=entry.action,
+        note=entry.note,
+        consumed_lots=[_lot_move(move) for move in entry.consumed_lots],
+        shape=entry.shape,
+        unread_fields=_string_map(entry.unread),
     )
+    for name, points in (("pre_balance", entry.pre), ("post_balance", entry.post), ("delta", entry.delta)):
+        if points is not None:
+            getattr(message, name).CopyFrom(pb.Points(paid=points.paid, promo=points.promo))
+    if entry.credit_lot is not None:
+        message.credit_lot.CopyFrom(_lot_move(entry.credit_lot))
+    return message
+
+
+def _action(entry: LedgerEntry) -> pb.Action:
+    if entry.shape == "unknown":
+        return pb.ACTION_OTHER
+    if entry.is_reversal:
+        return pb.ACTION_REVERSAL
+    if entry.type == "credit":
+        return pb.ACTION_CREDIT
+    return pb.ACTION_DEBIT if entry.type == "debit" else pb.ACTION_OTHER
+
+
+def _lot_move(move: LotMove) -> pb.LotMove:
+    message = pb.LotMove(lot_id=move.lot_id, amount=move.amount)
+    if move.expires_at is not None:
+        message.expires_at.CopyFrom(_timestamp(move.expires_at))
+    return message
+
+
+def _balance_fields(balance: Balance) -> dict[str, Any]:
+    now = datetime.now(UTC)
+    lots = [
+        pb.PromoLot(
+            id=lot.lot_id,
+            amount_remaining=lot.amount_remaining,
+            expires_at=_timestamp(lot.expires_at),
+            source=lot.source,
+            expired=not lot.spendable(now),
+        )
+        for lot in balance.lots
+    ]
+    fields: dict[str, Any] = {
+        "paid_balance": balance.paid,
+        "promo_balance": balance.promo,
+        "promo_stored": balance.promo_stored,
+        "promo_lots": lots,
+    }
+    if balance.updated_at is not None:
+        fields["updated_at"] = _timestamp(balance.updated_at)
+    return fields
 
 
 def balance_to_proto(balance: Balance) -> pb.Balance:
-    message = pb.Balance(paid_balance=balance.paid, promo_balance=balance.promo)
-    if balance.updated_at is not None:
-        message.updated_at.CopyFrom(_timestamp(balance.updated_at))
-    return message
+    return pb.Balance(**_balance_fields(balance))
 
 
 def _write_fields(result: WriteResult) -> dict[str, Any]:

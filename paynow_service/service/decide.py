@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pluggy
 
 from paynow_service.domain import events as ev
-from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.catalog import MAX_EXPIRES_IN_DAYS, Catalog
 from paynow_service.domain.errors import (
     InvalidEventError,
     OrderNotCreditedError,
@@ -23,6 +24,9 @@ from paynow_service.domain.errors import (
     UserNotFoundError,
 )
 from paynow_service.domain.ledger import (
+    ACTION_ORDER,
+    ACTION_SUBSCRIPTION,
+    DEFAULT_PROMO_DAYS,
     EntryRequest,
     order_line_entry_id,
     recredit_entry_id,
@@ -56,6 +60,7 @@ class EventState:
     event_status: str | None = None
     mapped_uid: str = ""  # paynowCustomers/{customer_id}.uid
     order: OrderRecord | None = None  # paynowOrders/{order_id} (refunds, chargebacks, re-delivered orders)
+    now: datetime | None = None  # the transaction's clock: an event's time when it carries none
 
 
 @dataclass(frozen=True)
@@ -118,7 +123,11 @@ def _order(
             raise UnknownProductError(f"no plugin maps product {line.product_id} (order line {line.line_id})")
         planned.append(
             PlannedCredit(
-                key=line.line_id, points=credit.points, kind=credit.kind, product_id=line.product_id
+                key=line.line_id,
+                points=credit.points,
+                kind=credit.kind,
+                product_id=line.product_id,
+                expires_in_days=credit.expires_in_days,
             )
         )
     planned += _extras(event, planned, hooks, catalog)
@@ -150,6 +159,9 @@ def _order(
                 source=SOURCE,
                 kind=credit.kind,
                 metadata=metadata,
+                expires_at=_expiry(event, state, credit),
+                label=ACTION_ORDER,
+                note=f"order {order.order_id}",
             )
         )
     credits = [
@@ -176,6 +188,22 @@ def _order(
         order_id=order.order_id,
         customer_mapping=_mapping(event, uid, state),
     )
+
+
+def _expiry(event: ev.PaymentEvent, state: EventState, credit: PlannedCredit) -> datetime | None:
+    """A promo credit's lot expires `expires_in_days` after the event (PayNow's timestamp of it)."""
+    if credit.kind != "promo":
+        return None
+    days = DEFAULT_PROMO_DAYS if credit.expires_in_days is None else credit.expires_in_days
+    if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= MAX_EXPIRES_IN_DAYS:
+        raise InvalidEventError(
+            f"plugin credit {credit.key!r}: expires_in_days must be 1 to {MAX_EXPIRES_IN_DAYS}"
+        )
+    sent_ms = event.sent_at_ms or event.received_at_ms
+    at = datetime.fromtimestamp(sent_ms / 1000, UTC) if sent_ms else state.now
+    if at is None:
+        raise InvalidEventError("the event carries no time to date its promo lot's expiry from")
+    return at + timedelta(days=days)
 
 
 def _extras(
@@ -216,7 +244,13 @@ def _subscription(
         raise UnknownProductError(f"no plugin maps subscription plan {sub.product_id}")
     cycle_key = f"cycle:{sub.billing_cycle_sequence}"
     planned = [
-        PlannedCredit(key=cycle_key, points=credit.points, kind=credit.kind, product_id=sub.product_id)
+        PlannedCredit(
+            key=cycle_key,
+            points=credit.points,
+            kind=credit.kind,
+            product_id=sub.product_id,
+            expires_in_days=credit.expires_in_days,
+        )
     ]
     planned += _extras(event, planned, hooks, catalog)
     entries = []
@@ -239,6 +273,9 @@ def _subscription(
                     "cycle": sub.billing_cycle_sequence,
                     "productId": sub.product_id,
                 },
+                expires_at=_expiry(event, state, planned_credit),
+                label=ACTION_SUBSCRIPTION,
+                note=f"subscription {sub.subscription_id} cycle {sub.billing_cycle_sequence}",
             )
         )
     update.update(pointsPerCycle=credit.points, cycle=sub.billing_cycle_sequence)

@@ -13,10 +13,14 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Protocol
 
 from paynow_service.domain.errors import InvalidRequestError, LedgerConflictError
 from paynow_service.domain.ledger import (
+    ACTION_API_CREDIT,
+    ACTION_API_REVERSE,
+    PAYNOW_NAMESPACE,
     Balance,
     EntryRequest,
     Kind,
@@ -64,6 +68,7 @@ class CreditCommand:
     kind: str = "paid"
     source: str = ""
     metadata: Mapping[str, str] = field(default_factory=dict)
+    expires_at: datetime | None = None  # required for promo: the lot's expiry
 
 
 @dataclass(frozen=True)
@@ -106,6 +111,10 @@ class PointsCore:
         ):
             raise InvalidRequestError(f"amount must be between 1 and {MAX_AMOUNT}")
         kind = _kind(cmd.kind)
+        if kind == "promo" and cmd.expires_at is None:
+            raise InvalidRequestError("a KIND_PROMO credit needs expires_at: promo points go into a lot")
+        if kind == "paid" and cmd.expires_at is not None:
+            raise InvalidRequestError("expires_at is only for KIND_PROMO credits")
         source = _text("source", cmd.source, MAX_SOURCE_CHARS) or "api"
         request = EntryRequest(
             entry_id=validate_entry_id(api_entry_id(cmd.caller, cmd.idempotency_key)),
@@ -116,6 +125,9 @@ class PointsCore:
             kind=kind,
             metadata={**_metadata(cmd.metadata), "idempotencyKey": cmd.idempotency_key},
             created_by=cmd.caller,
+            expires_at=cmd.expires_at,
+            label=ACTION_API_CREDIT,
+            note="api credit",
         )
         return await self._write(request)
 
@@ -124,6 +136,10 @@ class PointsCore:
         validate_uid(cmd.uid)
         _key(cmd.idempotency_key)
         original = validate_entry_id(cmd.original_entry_id, "original_entry_id")
+        if original.startswith(PAYNOW_NAMESPACE):
+            raise InvalidRequestError(
+                "entries of PayNow events move only with their order (refunds and chargebacks)"
+            )
         reason = _text("reason", cmd.reason, MAX_REASON_CHARS)
         metadata = {"idempotencyKey": cmd.idempotency_key, **({"reason": reason} if reason else {})}
         request = EntryRequest(
@@ -135,6 +151,8 @@ class PointsCore:
             reversal_of=original,
             metadata=metadata,
             created_by=cmd.caller,
+            label=ACTION_API_REVERSE,
+            note=f"api reversal of {original}",
         )
         result = await self._write(request)
         entry = result.entry

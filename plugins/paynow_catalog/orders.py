@@ -13,4 +13,4 @@ def paynow_map_order_line(event: PaymentEvent, line: OrderLine, catalog: Catalog
     rule = catalog.products.get(line.product_id)
     if rule is None:
         return None
-    return Credit(points=rule.points * line.quantity, kind=rule.kind)
+    return Credit(points=rule.points * line.quantity, kind=rule.kind, expires_in_days=rule.expires_in_days)

@@ -15,4 +15,4 @@ def paynow_map_subscription(
     rule = catalog.subscriptions.get(subscription.product_id)
     if rule is None:
         return None
-    return Credit(points=rule.points_per_cycle, kind=rule.kind)
+    return Credit(points=rule.points_per_cycle, kind=rule.kind, expires_in_days=rule.expires_in_days)

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ import pytest
 import uvicorn
 from google.cloud.firestore import AsyncClient
 from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -35,6 +37,7 @@ from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc
 from paynow_service.service.points import PointsCore
 from tests.conftest import PROJECT
+from tests.support.ledger_shapes import reference_entries
 from tests.support.stack import unique
 from tests.support.tokens import CertsServer, TokenIssuer
 
@@ -197,7 +200,13 @@ async def test_reverse_over_connect_replayed_over_grpc(
     uid = unique("u")
     auth = (("authorization", bearer),)
     credited = await stub.CreditPoints(
-        pb.CreditPointsRequest(uid=uid, amount=40, idempotency_key=unique("k"), kind=pb.KIND_PROMO),
+        pb.CreditPointsRequest(
+            uid=uid,
+            amount=40,
+            idempotency_key=unique("k"),
+            kind=pb.KIND_PROMO,
+            expires_at=Timestamp(seconds=int(time.time()) + 86400),
+        ),
         metadata=auth,
     )
     body = {
@@ -217,6 +226,76 @@ async def test_reverse_over_connect_replayed_over_grpc(
     assert again.replayed
     assert as_json(again.entry) == first.json()["entry"]
     assert again.balance.promo_balance == 0
+
+
+async def test_list_ledger_lists_every_shape_of_the_shared_ledger(
+    stub: pb_grpc.PointsServiceStub, http: httpx.AsyncClient, connect_url: str, bearer: str
+) -> None:
+    """The app and its other writers share the ledger: every shape (and garbage) is listed, none fails."""
+    uid = unique("u")
+    auth = (("authorization", bearer),)
+    shapes = reference_entries(datetime.now(UTC))
+    db = AsyncClient(project=PROJECT)
+    for entry_id, data in shapes.items():
+        await db.document("users", uid, "ledger", entry_id).set(data)
+    ours = await stub.CreditPoints(
+        pb.CreditPointsRequest(uid=uid, amount=5, idempotency_key=unique("k"), kind=pb.KIND_PAID),
+        metadata=auth,
+    )
+    listed_grpc: list[pb.LedgerEntry] = []
+    listed_connect: list[dict[str, Any]] = []
+    token = ""
+    for _ in range(10):
+        page = await stub.ListLedger(
+            pb.ListLedgerRequest(uid=uid, page_size=4, page_token=token), metadata=auth
+        )
+        body = {"uid": uid, "pageSize": 4, **({"pageToken": token} if token else {})}
+        over_http = await connect_json(http, connect_url, "ListLedger", body, bearer)
+        assert over_http.status_code == 200, over_http.text
+        assert over_http.json() == as_json(page)
+        listed_grpc += page.entries
+        listed_connect += over_http.json().get("entries", [])
+        token = page.next_page_token
+        if not token:
+            break
+    ids = [entry.entry_id for entry in listed_grpc]
+    assert sorted(ids) == sorted([*shapes, ours.entry.entry_id])
+    assert len(listed_connect) == len(ids)
+    # Newest first: ours, then the shapes with a createdAt timestamp from the newest down; the rest last.
+    dated = [i for i in shapes if isinstance(shapes[i].get("createdAt"), datetime)]
+    assert ids[: len(dated) + 1] == [ours.entry.entry_id, *reversed(dated)]
+    by_id = {entry.entry_id: entry for entry in listed_grpc}
+    assert (by_id["app-spend-1"].amount, by_id["app-spend-1"].action) == (-15, pb.ACTION_DEBIT)
+    assert by_id["app-spend-1"].pre_balance.promo == 40
+    assert (by_id["wl-purchase"].status, by_id["wl-purchase"].shape) == ("posted", "app_wallet_ledger")
+    assert by_id["garbage-typed"].action == pb.ACTION_OTHER
+    assert by_id["garbage-typed"].unread_fields["amount"] == "lots"
+    assert by_id["garbage-typed"].unread_fields["weird"] == '{"nested": [1, {"x": null}]}'
+
+
+async def test_promo_credits_need_an_expiry_and_show_as_lots(
+    stub: pb_grpc.PointsServiceStub, http: httpx.AsyncClient, connect_url: str, bearer: str
+) -> None:
+    uid = unique("u")
+    auth = (("authorization", bearer),)
+    without = {"uid": uid, "amount": "30", "idempotencyKey": "p1", "kind": "KIND_PROMO"}
+    refused = await connect_json(http, connect_url, "CreditPoints", without, bearer)
+    assert refused.status_code == 400
+    assert "expires_at" in refused.json()["message"]
+    expiry = "2031-01-02T03:04:05Z"
+    credited = await connect_json(http, connect_url, "CreditPoints", {**without, "expiresAt": expiry}, bearer)
+    assert credited.status_code == 200, credited.text
+    entry = credited.json()["entry"]
+    assert entry["creditLot"] == {"lotId": entry["entryId"], "amount": "30", "expiresAt": expiry}
+    assert entry["delta"] == {"promo": "30"}
+    other_expiry = {**without, "expiresAt": "2032-01-01T00:00:00Z"}
+    conflict = await connect_json(http, connect_url, "CreditPoints", other_expiry, bearer)
+    assert conflict.status_code == 409  # the expiry is part of the request
+    balance = await stub.GetBalance(pb.GetBalanceRequest(uid=uid), metadata=auth)
+    assert (balance.promo_balance, balance.promo_stored) == (30, 30)
+    assert [(lot.id, lot.amount_remaining, lot.expired) for lot in balance.promo_lots] == [
+        (entry["entryId"], 30, False)
+    ]
 
 
 async def test_curl_style_get_balance(http: httpx.AsyncClient, connect_url: str, bearer: str) -> None:

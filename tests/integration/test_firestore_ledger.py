@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from paynow_service.domain.errors import (
     LedgerConflictError,
     StorageUnavailableError,
 )
-from paynow_service.domain.ledger import EntryRequest, LedgerResult
+from paynow_service.domain.ledger import EntryRequest, LedgerResult, Points
 from tests.conftest import PROJECT
 from tests.support.stack import unique
 
@@ -36,8 +37,15 @@ def ledger(db: AsyncClient) -> FirestoreLedger:
 
 # Entry ids are global (ledgerKeys): each test's ids carry its uid so tests never collide.
 def credit(key: str, uid: str, amount: int = 10, kind: Any = "paid") -> EntryRequest:
+    expires_at = datetime.now(UTC) + timedelta(days=365) if kind == "promo" else None
     return EntryRequest(
-        entry_id=f"{uid}:{key}", uid=uid, action="credit", amount=amount, source="test", kind=kind
+        entry_id=f"{uid}:{key}",
+        uid=uid,
+        action="credit",
+        amount=amount,
+        source="test",
+        kind=kind,
+        expires_at=expires_at,
     )
 
 
@@ -66,7 +74,7 @@ async def test_fifty_concurrent_credits_to_one_wallet(db: AsyncClient, ledger: F
     assert (await ledger.get_balance(uid)).paid == expected
     assert await count_entries(db, uid) == 50
     # Serialised per wallet: every entry's pre is the post of another, and the chain ends at the total.
-    posts = sorted(r.outcomes[0].entry.post for r in results)
+    posts = sorted(r.outcomes[0].entry.post.paid for r in results)  # type: ignore[union-attr]
     assert posts[-1] == expected
     assert len(set(posts)) == 50
 
@@ -107,11 +115,15 @@ async def test_documents_match_the_data_model(db: AsyncClient, ledger: Firestore
     assert (user["uid"], user["status"]) == (uid, "active")
     entry = await doc(db, "users", uid, "ledger", entry_id)
     assert entry is not None
-    assert {k: entry[k] for k in ("action", "kind", "amount", "source", "pre", "post", "createdBy", "v")} == {
-        "action": "credit", "kind": "paid", "amount": 500, "source": "paynow", "pre": 0, "post": 500,
+    fields = ("type", "channel", "action", "actionId", "amount", "source", "pre", "post", "after", "delta")
+    assert {k: entry[k] for k in (*fields, "createdBy", "v")} == {
+        "type": "credit", "channel": "paid", "action": "credit", "actionId": entry_id, "amount": 500,
+        "source": "paynow", "pre": {"paid": 0, "promo": 0}, "post": {"paid": 500, "promo": 0},
+        "after": {"paid": 500, "promo": 0}, "delta": {"paid": 500, "promo": 0},
         "createdBy": "paynow-service", "v": 1,
     }  # fmt: skip
     assert entry["metadata"] == {"orderId": "1"}
+    assert "creditLot" not in entry
     key = await doc(db, "ledgerKeys", entry_id)
     assert key is not None
     assert (key["uid"], key["amount"]) == (uid, 500)
@@ -120,15 +132,46 @@ async def test_documents_match_the_data_model(db: AsyncClient, ledger: Firestore
 
 async def test_existing_wallet_keeps_its_promo_lots(db: AsyncClient, ledger: FirestoreLedger) -> None:
     uid = unique("u")
-    lots = [{"amount": 5, "expiresAt": "2030-01-01"}]
+    expiry = datetime.now(UTC) + timedelta(days=30)
+    app_lot = {"id": "3f1c-uuid", "amountRemaining": 5, "expiresAt": expiry, "source": "admin"}
+    unreadable = {"amount": 4, "expiresAt": "2030-01-01"}  # not the app's shape: kept as it is
     await db.document("users", uid, "wallet", "points").set(
-        {"paidBalance": 3, "promoBalance": 5, "promoLots": lots, "v": 1}
+        {"paidBalance": 3, "promoBalance": 5, "promoLots": [app_lot, unreadable], "v": 1}
     )
     result = await ledger.apply([credit("c", uid, amount=2)])
-    assert result.outcomes[0].entry.pre == 3
+    assert result.outcomes[0].entry.pre == Points(3, 5)
     wallet = await doc(db, "users", uid, "wallet", "points")
     assert wallet is not None
-    assert (wallet["paidBalance"], wallet["promoLots"]) == (5, lots)
+    assert (wallet["paidBalance"], wallet["promoBalance"], wallet["promoLots"]) == (
+        5,
+        5,
+        [app_lot, unreadable],
+    )
+
+
+async def test_a_promo_credit_writes_a_lot_the_app_can_spend(
+    db: AsyncClient, ledger: FirestoreLedger
+) -> None:
+    uid = unique("u")
+    expiry = datetime(2031, 5, 6, 7, 8, 9, tzinfo=UTC)
+    request = EntryRequest(f"{uid}:p", uid, "credit", 250, "promo-week", kind="promo", expires_at=expiry)
+    await ledger.apply([request])
+    wallet = await doc(db, "users", uid, "wallet", "points")
+    assert wallet is not None
+    assert wallet["promoBalance"] == 250
+    assert wallet["promoLots"] == [
+        {"id": f"{uid}:p", "amountRemaining": 250, "expiresAt": expiry, "source": "promo-week"}
+    ]
+    entry = await doc(db, "users", uid, "ledger", f"{uid}:p")
+    assert entry is not None
+    assert (entry["channel"], entry["delta"]) == ("promo", {"paid": 0, "promo": 250})
+    assert entry["creditLot"] == {"lotId": f"{uid}:p", "amount": 250, "expiresAt": expiry}
+    balance = await ledger.get_balance(uid)
+    assert (balance.promo, balance.promo_stored, [lot.lot_id for lot in balance.lots]) == (
+        250,
+        250,
+        [f"{uid}:p"],
+    )
 
 
 async def test_conflicting_replay_is_rejected(db: AsyncClient, ledger: FirestoreLedger) -> None:
@@ -194,12 +237,13 @@ async def test_negative_balance_setting(db: AsyncClient, allow_negative: bool) -
     await db.document("users", uid, "wallet", "points").update({"paidBalance": 25})  # the user spent 75
     outcome = (await ledger.apply([reverse("a", uid)])).outcomes[0]
     balance = await ledger.get_balance(uid)
+    # Paid first, then the unexpired promo lot, then (if allowed) below zero.
     if allow_negative:
-        assert (outcome.entry.amount, outcome.shortfall, balance.paid) == (-100, 0, -75)
+        assert (outcome.entry.amount, outcome.shortfall, balance.paid, balance.promo) == (-100, 0, -45, 0)
     else:
-        assert (outcome.entry.amount, outcome.shortfall, balance.paid) == (-25, 75, 0)
-        assert (await ledger.apply([reverse("a", uid)])).outcomes[0].shortfall == 75
-    assert balance.promo == 30
+        assert (outcome.entry.amount, outcome.shortfall, balance.paid, balance.promo) == (-55, 45, 0, 0)
+        assert (await ledger.apply([reverse("a", uid)])).outcomes[0].shortfall == 45
+    assert outcome.entry.delta == (Points(-70, -30) if allow_negative else Points(-25, -30))
 
 
 async def test_worker_style_transaction_with_its_own_reads_and_writes(

@@ -182,7 +182,13 @@ async def test_subscription_cycles_credit_once_each(container: bootstrap.Contain
         await container.core.process(event, component="test")
     wallet = doc(project(container), f"users/{uid}/wallet/points")
     assert wallet is not None
-    assert wallet["paidBalance"] == 2000
+    # Plans credit promo points by default (the app's default): one lot per cycle, 365 days.
+    assert (wallet["paidBalance"], wallet["promoBalance"]) == (0, 2000)
+    assert [lot["id"] for lot in wallet["promoLots"]] == [
+        f"paynow:sub:{sub_id}:cycle:1",
+        f"paynow:sub:{sub_id}:cycle:2",
+    ]
+    assert all(lot["amountRemaining"] == 1000 for lot in wallet["promoLots"])
     assert set(ledger(project(container), uid)) == {
         f"paynow:sub:{sub_id}:cycle:1",
         f"paynow:sub:{sub_id}:cycle:2",

@@ -4,12 +4,16 @@ The real plugin manager (built-in catalog plugins loaded by entry point) and a s
 catalog; no database. The lifecycle tests replay a sequence of events on a stand-in for
 paynowOrders/{order_id} (merged like Firestore's `set(merge=True)`, read back by the
 adapter's own reader) and, where balances matter, on the ledger's pure rules.
+
+Every event carries a fixed PayNow timestamp (`sent_at_ms`): a promo credit's lot expires
+a number of days after it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pluggy
@@ -18,7 +22,7 @@ import pytest
 from paynow_service import hookimpl
 from paynow_service.adapters.firestore_processing import _order_record
 from paynow_service.domain import events as ev
-from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.catalog import Catalog, CatalogError, PlanRule, ProductRule
 from paynow_service.domain.errors import (
     InvalidEventError,
     OrderNotCreditedError,
@@ -26,13 +30,14 @@ from paynow_service.domain.errors import (
     UnknownProductError,
     UserNotFoundError,
 )
-from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry
+from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry, Wallet
 from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, plan, read_set
-from paynow_service.hookspecs import CreditedEntry, PlannedCredit
+from paynow_service.hookspecs import Credit, CreditedEntry, PlannedCredit
 from paynow_service.plugins import get_plugin_manager
 from paynow_service.service.decide import FINAL_STATUSES, Decision, EventState, OrderRecord, decide
 
 PACK, BIG_PACK, FREE_PACK, PLAN = "p-pack", "p-big", "p-free", "plan-gold"
+SHORT_PACK, PAID_DAYS_PACK, SHORT_PLAN, PAID_PLAN = "p-short", "p-paid-days", "plan-short", "plan-paid"
 CATALOG = Catalog.from_toml(
     f"""
 [products."{PACK}"]
@@ -45,15 +50,38 @@ kind = "promo"
 [products."{FREE_PACK}"]
 points = 0
 
+[products."{SHORT_PACK}"]
+points = 10
+kind = "promo"
+expires_in_days = 30
+
+[products."{PAID_DAYS_PACK}"]
+points = 5
+expires_in_days = 30
+
 [subscriptions."{PLAN}"]
 points_per_cycle = 1000
 
 [subscriptions."plan-free"]
 points_per_cycle = 0
+
+[subscriptions."{SHORT_PLAN}"]
+points_per_cycle = 20
+expires_in_days = 90
+
+[subscriptions."{PAID_PLAN}"]
+points_per_cycle = 30
+kind = "paid"
 """
 )
 HOOKS = get_plugin_manager().hook
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+# PayNow's timestamp of every test delivery (PayNow-Timestamp), and our receipt of it.
+SENT = datetime(2025, 12, 31, 22, 0, 0, 123000, tzinfo=UTC)
+SENT_MS = int(SENT.timestamp() * 1000)
+RECEIVED = SENT + timedelta(seconds=2)
+RECEIVED_MS = int(RECEIVED.timestamp() * 1000)
+YEAR = timedelta(days=365)  # the default life of a promo lot
 
 
 def line(line_id: str, product_id: str = PACK, quantity: int = 1, **kw: str) -> ev.OrderLine:
@@ -61,7 +89,12 @@ def line(line_id: str, product_id: str = PACK, quantity: int = 1, **kw: str) -> 
 
 
 def order_event(
-    *lines: ev.OrderLine, uid: str = "u1", customer_id: str = "c1", event_id: str = "e-order"
+    *lines: ev.OrderLine,
+    uid: str = "u1",
+    customer_id: str = "c1",
+    event_id: str = "e-order",
+    sent_at_ms: int = SENT_MS,
+    received_at_ms: int = 0,
 ) -> ev.PaymentEvent:
     return ev.PaymentEvent(
         event_id=event_id,
@@ -69,6 +102,8 @@ def order_event(
         uid=uid,
         customer_id=customer_id,
         order=ev.Order(order_id="o1", lines=lines or (line("l1"),)),
+        sent_at_ms=sent_at_ms,
+        received_at_ms=received_at_ms,
     )
 
 
@@ -79,12 +114,16 @@ def sub_event(
     uid: str = "u1",
     customer_id: str = "c1",
     period_end_ms: int = 0,
+    sent_at_ms: int = SENT_MS,
+    received_at_ms: int = 0,
 ) -> ev.PaymentEvent:
     return ev.PaymentEvent(
         event_id=f"e-sub-{cycle}",
         event_type=event_type,
         uid=uid,
         customer_id=customer_id,
+        sent_at_ms=sent_at_ms,
+        received_at_ms=received_at_ms,
         subscription=ev.Subscription(
             subscription_id="s1",
             product_id=product_id,
@@ -99,6 +138,7 @@ def refund_event(status: str, refund_id: str = "r1") -> ev.PaymentEvent:
     return ev.PaymentEvent(
         event_id=f"e-refund-{refund_id}-{status}",
         event_type=ev.REFUND,
+        sent_at_ms=SENT_MS,
         refund=ev.Refund(refund_id=refund_id, order_id="o1", status=status),
     )
 
@@ -109,6 +149,7 @@ def chargeback_event(
     return ev.PaymentEvent(
         event_id=f"e-{cb_id}-{event_type}-{outcome}",
         event_type=event_type,
+        sent_at_ms=SENT_MS,
         chargeback=ev.Chargeback(
             chargeback_id=cb_id, order_id="o1", status=status, chargeback_status=outcome
         ),
@@ -204,7 +245,9 @@ def test_order_credits_each_line_quantity_times_points() -> None:
     assert decision.order_id == "o1"
     assert amounts(decision) == {L1: 300, L2: 250}
     assert [e.kind for e in decision.entries] == ["paid", "promo"]
+    assert [e.expires_at for e in decision.entries] == [None, SENT + YEAR]
     assert all(e.action == "credit" and e.source == "paynow" and e.uid == "u1" for e in decision.entries)
+    assert {(e.label, e.note) for e in decision.entries} == {("paynow.order", "order o1")}
     assert all(e.reversal_of is None for e in decision.entries)
     assert decision.entries[0].metadata == {
         "eventId": "e-order",
@@ -285,6 +328,8 @@ def test_order_extra_credits_get_extra_entry_ids() -> None:
     assert amounts(decision) == {L1: 100, "paynow:order:o1:extra:bundle": 40}
     extra = decision.entries[1]
     assert extra.kind == "promo"
+    assert extra.expires_at == SENT + YEAR  # an extra without expires_in_days: the default
+    assert (extra.label, extra.note) == ("paynow.order", "order o1")
     assert "lineId" not in extra.metadata
     assert decision.order_update is not None
     assert decision.order_update["credits"][1] == {
@@ -371,7 +416,10 @@ def test_subscription_cycle_is_credited_under_its_cycle_entry_id(event_type: str
     assert decision.result == "credited"
     assert amounts(decision) == {f"paynow:sub:s1:cycle:{cycle}": 1000}
     entry = decision.entries[0]
-    assert (entry.action, entry.kind, entry.source, entry.uid) == ("credit", "paid", "paynow", "u1")
+    # A plan without `kind` grants promo points (the app's default), in a lot of 365 days.
+    assert (entry.action, entry.kind, entry.source, entry.uid) == ("credit", "promo", "paynow", "u1")
+    assert entry.expires_at == SENT + YEAR
+    assert (entry.label, entry.note) == ("paynow.subscription", f"subscription s1 cycle {cycle}")
     assert entry.metadata == {
         "eventId": f"e-sub-{cycle}",
         "subscriptionId": "s1",
@@ -675,9 +723,9 @@ def test_chargeback_lifecycle_won_recredits_once_lost_never() -> None:
 class Ledger:
     """Wallets, ledgerKeys and entries in memory, changed only through `ledger_rules.plan`."""
 
-    def __init__(self, *, allow_negative_balance: bool) -> None:
+    def __init__(self, *, allow_negative_balance: bool = True) -> None:
         self.allow_negative = allow_negative_balance
-        self.wallets: dict[str, Balance] = {}
+        self.wallets: dict[str, Wallet] = {}
         self.keys: dict[str, KeyRecord] = {}
         self.entries: dict[tuple[str, str], LedgerEntry] = {}
 
@@ -693,12 +741,15 @@ class Ledger:
         result = plan(requests, state, now=NOW, allow_negative_balance=self.allow_negative)
         self.entries.update({(e.uid, e.entry_id): e for e in result.new_entries})
         self.keys.update({key.entry_id: key for key, _ in result.new_keys})
-        self.wallets.update(result.balances)
+        self.wallets.update({uid: result.wallets[uid] for uid in result.changed_wallets})
+
+    def balance(self, uid: str) -> Balance:
+        return self.wallets[uid].balance(NOW)
 
     def spend(self, uid: str, points: int) -> None:
-        """The app spends points outside this service (it writes the wallet directly)."""
+        """The app spends paid points outside this service (it writes the wallet directly)."""
         wallet = self.wallets[uid]
-        self.wallets[uid] = Balance(paid=wallet.paid - points, promo=wallet.promo)
+        self.wallets[uid] = replace(wallet, paid=wallet.paid - points)
 
 
 def _refund_then_cancel(ledger: Ledger, spent: int) -> None:
@@ -713,9 +764,213 @@ def test_refund_canceled_restores_the_wallet() -> None:
     ledger = Ledger(allow_negative_balance=True)
     _refund_then_cancel(ledger, spent=400)
     assert ledger.wallets["u1"].paid == 100  # 500 - 400 spent - 500 reversed + 500 re-credited
+    # Each entry stores what it is for: the order's label, then the ledger's own for the undoing.
+    stored = {entry_id: (e.action, e.note) for (_, entry_id), e in ledger.entries.items()}
+    assert stored == {
+        L1: ("paynow.order", "order o1"),
+        f"rev:{L1}": ("reversal", f"reversal of {L1}"),
+        f"recredit:{L1}": ("recredit", f"re-credit of {L1}"),
+    }
 
 
 def test_refund_canceled_after_a_reversal_stopped_at_zero_restores_what_was_taken() -> None:
     ledger = Ledger(allow_negative_balance=False)
     _refund_then_cancel(ledger, spent=400)  # the reversal takes 100 (shortfall 400)
     assert ledger.wallets["u1"].paid == 100
+
+
+# ---- promo lots: when they expire, and what the entries are labelled ----
+
+
+def test_promo_credit_lands_in_a_lot_expiring_with_its_entry() -> None:
+    ledger = Ledger()
+    ledger.apply(run(order_event(line("l1", PACK), line("l2", BIG_PACK))).entries)
+    wallet = ledger.wallets["u1"]
+    assert wallet.paid == 100
+    assert [(lot.lot_id, lot.amount_remaining, lot.expires_at) for lot in wallet.lots] == [
+        (L2, 250, SENT + YEAR)
+    ]
+    assert (ledger.balance("u1").paid, ledger.balance("u1").promo) == (100, 250)
+    entry = ledger.entries[("u1", L2)]
+    assert (entry.action, entry.note, entry.channel) == ("paynow.order", "order o1", "promo")
+    assert entry.credit_lot is not None
+    assert entry.credit_lot.expires_at == SENT + YEAR
+
+
+def test_subscription_cycle_lot_is_dated_from_its_event() -> None:
+    ledger = Ledger()
+    ledger.apply(run(sub_event(ev.SUBSCRIPTION_RENEWED, cycle=7)).entries)
+    entry = ledger.entries[("u1", "paynow:sub:s1:cycle:7")]
+    assert (entry.action, entry.note) == ("paynow.subscription", "subscription s1 cycle 7")
+    assert [(lot.amount_remaining, lot.expires_at) for lot in ledger.wallets["u1"].lots] == [
+        (1000, SENT + YEAR)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("event", "expires_at"),
+    [
+        (order_event(line("l1", SHORT_PACK, quantity=3)), SENT + timedelta(days=30)),
+        (order_event(line("l1", PAID_DAYS_PACK)), None),  # a paid product's expires_in_days is unused
+        (sub_event(product_id=SHORT_PLAN), SENT + timedelta(days=90)),
+        (sub_event(product_id=PAID_PLAN), None),  # kind = "paid" on a plan: no lot
+    ],
+    ids=["promo-product-30", "paid-product", "promo-plan-90", "paid-plan"],
+)
+def test_catalog_expires_in_days_sets_the_lot_life(
+    event: ev.PaymentEvent, expires_at: datetime | None
+) -> None:
+    (entry,) = run(event).entries
+    assert entry.kind == ("paid" if expires_at is None else "promo")
+    assert entry.expires_at == expires_at
+
+
+def test_extra_credit_paid_or_promo_has_its_own_lot_life() -> None:
+    class Extras:
+        @hookimpl
+        def paynow_adjust_credits(self) -> list[PlannedCredit]:
+            return [
+                PlannedCredit(key="week", points=5, kind="promo", expires_in_days=7),
+                PlannedCredit(key="cash", points=5, kind="paid", expires_in_days=7),
+            ]
+
+    hooks = get_plugin_manager([Extras()]).hook
+    order = {e.entry_id: e.expires_at for e in run(order_event(), hooks=hooks).entries}
+    assert order == {
+        L1: None,
+        "paynow:order:o1:extra:week": SENT + timedelta(days=7),
+        "paynow:order:o1:extra:cash": None,
+    }
+    sub = run(sub_event(cycle=2), hooks=hooks)
+    assert {e.entry_id: e.expires_at for e in sub.entries} == {
+        "paynow:sub:s1:cycle:2": SENT + YEAR,
+        "paynow:sub:s1:cycle:2:extra:week": SENT + timedelta(days=7),
+        "paynow:sub:s1:cycle:2:extra:cash": None,
+    }
+    assert {(e.label, e.note) for e in sub.entries} == {("paynow.subscription", "subscription s1 cycle 2")}
+
+
+@pytest.mark.parametrize(
+    ("sent_ms", "received_ms", "now", "expected"),
+    [
+        (SENT_MS, RECEIVED_MS, NOW, SENT + YEAR),  # PayNow's timestamp first
+        (0, RECEIVED_MS, NOW, RECEIVED + YEAR),  # then our receipt
+        (0, 0, NOW, NOW + YEAR),  # then the transaction's clock
+    ],
+    ids=["sent", "received", "now"],
+)
+def test_promo_expiry_counts_from_the_event_time_else_receipt_else_now(
+    sent_ms: int, received_ms: int, now: datetime, expected: datetime
+) -> None:
+    event = order_event(line("l1", BIG_PACK), sent_at_ms=sent_ms, received_at_ms=received_ms)
+    sub = sub_event(sent_at_ms=sent_ms, received_at_ms=received_ms)
+    assert [e.expires_at for e in run(event, EventState(now=now)).entries] == [expected]
+    assert [e.expires_at for e in run(sub, EventState(now=now)).entries] == [expected]
+
+
+def test_promo_expiry_does_not_move_with_the_transaction_clock_when_the_event_has_a_time() -> None:
+    # A retried transaction has another clock: the entry (and its request hash) must not change.
+    event = order_event(line("l1", BIG_PACK))
+    assert run(event, EventState(now=NOW)) == run(event, EventState(now=NOW + timedelta(hours=5)))
+
+
+@pytest.mark.parametrize(
+    "event",
+    [order_event(line("l1", BIG_PACK), sent_at_ms=0), sub_event(sent_at_ms=0)],
+    ids=["order", "subscription"],
+)
+def test_promo_credit_without_any_time_is_invalid(event: ev.PaymentEvent) -> None:
+    with pytest.raises(InvalidEventError, match="no time") as caught:
+        run(event)
+    assert caught.value.reason == "invalid_event"
+
+
+def test_paid_credit_needs_no_time() -> None:
+    decision = run(order_event(line("l1", PACK), sent_at_ms=0))
+    assert [e.expires_at for e in decision.entries] == [None]
+
+
+class LotLife:
+    """Maps every line and plan to promo points that expire after `days`, and adds one such extra."""
+
+    def __init__(self, days: object, *, extra: bool = False) -> None:
+        self.days, self.extra = days, extra
+
+    @hookimpl
+    def paynow_map_order_line(self) -> Credit | None:
+        return None if self.extra else Credit(points=10, kind="promo", expires_in_days=self.days)  # type: ignore[arg-type]
+
+    @hookimpl
+    def paynow_map_subscription(self) -> Credit | None:
+        return None if self.extra else Credit(points=10, kind="promo", expires_in_days=self.days)  # type: ignore[arg-type]
+
+    @hookimpl
+    def paynow_adjust_credits(self) -> list[PlannedCredit]:
+        if not self.extra:
+            return []
+        return [PlannedCredit(key="bonus", points=1, kind="promo", expires_in_days=self.days)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("days", [0, -1, 36_501, 40_000, True, 30.0, "30"])
+@pytest.mark.parametrize("extra", [False, True], ids=["mapped", "extra"])
+@pytest.mark.parametrize("make_event", [order_event, sub_event], ids=["order", "subscription"])
+def test_plugin_expires_in_days_outside_1_to_36500_is_invalid(
+    days: object, extra: bool, make_event: Any
+) -> None:
+    hooks = get_plugin_manager([LotLife(days, extra=extra)]).hook
+    with pytest.raises(InvalidEventError, match="expires_in_days") as caught:
+        run(make_event(), hooks=hooks)
+    assert caught.value.reason == "invalid_event"
+
+
+@pytest.mark.parametrize("days", [1, 36_500])
+def test_plugin_expires_in_days_limits_are_inclusive(days: int) -> None:
+    hooks = get_plugin_manager([LotLife(days)]).hook
+    assert [e.expires_at for e in run(order_event(), hooks=hooks).entries] == [SENT + timedelta(days=days)]
+    assert [e.expires_at for e in run(sub_event(), hooks=hooks).entries] == [SENT + timedelta(days=days)]
+
+
+def test_reversals_and_recredits_carry_no_expiry_of_their_own() -> None:
+    reversed_ = run(refund_event("approved"), credited())
+    recredited = run(refund_event("canceled"), credited(reversed={L1: 300}, reversed_by="refund:r1"))
+    assert [e.expires_at for e in reversed_.entries + recredited.entries] == [None, None, None]
+
+
+def test_promo_order_redelivered_with_another_timestamp_is_a_replay() -> None:
+    # The webhookEvents record expired (TTL) and PayNow sent the order again, signed anew.
+    ledger = Ledger()
+    ledger.apply(run(order_event(line("l1", BIG_PACK))).entries)
+    later = order_event(line("l1", BIG_PACK), sent_at_ms=SENT_MS + 3_600_000)
+    ledger.apply(
+        run(later, EventState(order=OrderRecord(uid="u1", credits=(CreditedEntry(L1, 250),)))).entries
+    )
+    assert ledger.balance("u1").promo == 250
+    # The lot keeps the expiry of the first delivery: the entry id pins the event, not the delivery.
+    assert [lot.expires_at for lot in ledger.balance("u1").lots] == [SENT + timedelta(days=365)]
+
+
+# ---- the catalog: kind defaults and the life of promo lots ----
+
+
+def test_catalog_kind_defaults_paid_for_products_promo_for_plans() -> None:
+    catalog = Catalog.from_toml("[products.p]\npoints = 1\n[subscriptions.s]\npoints_per_cycle = 2\n")
+    assert catalog.products == {"p": ProductRule(points=1, kind="paid", expires_in_days=365)}
+    assert catalog.subscriptions == {"s": PlanRule(points_per_cycle=2, kind="promo", expires_in_days=365)}
+
+
+def test_catalog_reads_kind_and_expires_in_days() -> None:
+    catalog = Catalog.from_toml(
+        "[products.p]\npoints = 1\nkind = 'promo'\nexpires_in_days = 1\n"
+        "[subscriptions.s]\npoints_per_cycle = 2\nkind = 'paid'\nexpires_in_days = 36500\n"
+    )
+    assert catalog.products["p"] == ProductRule(points=1, kind="promo", expires_in_days=1)
+    assert catalog.subscriptions["s"] == PlanRule(points_per_cycle=2, kind="paid", expires_in_days=36_500)
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "36501", "true", "30.0", '"30"', "[30]"])
+@pytest.mark.parametrize(
+    ("section", "points"), [("products", "points"), ("subscriptions", "points_per_cycle")]
+)
+def test_catalog_expires_in_days_must_be_1_to_36500_whole_days(section: str, points: str, value: str) -> None:
+    with pytest.raises(CatalogError, match=r"'x'.*expires_in_days"):
+        Catalog.from_toml(f"[{section}.x]\n{points} = 1\nexpires_in_days = {value}\n")

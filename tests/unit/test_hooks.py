@@ -1,6 +1,7 @@
 """Each plugin hook, through the real plugin manager (entry points + extra plugins) and `decide`.
 
 No database: `decide` is pure, so each test hands it an `EventState` built by hand.
+Events carry a fixed PayNow timestamp: promo lots expire a number of days after it.
 Every test name carries the hook it covers (tests/unit/test_plugin_contract.py checks).
 """
 
@@ -9,6 +10,7 @@ from __future__ import annotations
 import re
 import types
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pluggy
@@ -39,6 +41,8 @@ kind = "promo"
 points_per_cycle = 1000
 """
 )
+SENT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)  # PayNow's timestamp of every test delivery
+SENT_MS = int(SENT.timestamp() * 1000)
 
 
 def line(line_id: str = "l1", product_id: str = PACK, quantity: int = 1, **kw: str) -> ev.OrderLine:
@@ -51,6 +55,7 @@ def order_event(*lines: ev.OrderLine, order_id: str = "o1") -> ev.PaymentEvent:
         event_type=ev.ORDER_COMPLETED,
         uid="u1",
         customer_id="c1",
+        sent_at_ms=SENT_MS,
         order=ev.Order(order_id=order_id, lines=lines or (line(),)),
     )
 
@@ -63,6 +68,7 @@ def sub_event(
         event_type=kind,
         uid="u1",
         customer_id="c1",
+        sent_at_ms=SENT_MS,
         subscription=ev.Subscription(
             subscription_id="s1", product_id=product_id, billing_cycle_sequence=cycle
         ),
@@ -73,6 +79,7 @@ def refund_event(status: str = "approved") -> ev.PaymentEvent:
     return ev.PaymentEvent(
         event_id="e-refund",
         event_type=ev.REFUND,
+        sent_at_ms=SENT_MS,
         refund=ev.Refund(refund_id="r1", order_id="o1", status=status, amount=5000, store_refund_amount=2500),
     )
 
@@ -96,14 +103,14 @@ def amounts(decision: Decision) -> dict[str, int | None]:
 class FixedPoints:
     """An outside plugin (a class instance) that maps one product to a fixed number of points."""
 
-    def __init__(self, product_id: str, points: int, kind: Kind = "paid") -> None:
-        self.product_id, self.points, self.kind = product_id, points, kind
+    def __init__(self, product_id: str, points: int, kind: Kind = "paid", days: int | None = None) -> None:
+        self.product_id, self.points, self.kind, self.days = product_id, points, kind, days
 
     @hookimpl
     def paynow_map_order_line(self, line: ev.OrderLine) -> Credit | None:
         if line.product_id != self.product_id:
             return None
-        return Credit(points=self.points * line.quantity, kind=self.kind)
+        return Credit(points=self.points * line.quantity, kind=self.kind, expires_in_days=self.days)
 
 
 class Abstains:
@@ -168,13 +175,36 @@ def test_paynow_map_order_line_builtin_grants_quantity_times_points() -> None:
 def test_paynow_map_order_line_builtin_called_directly_returns_a_credit() -> None:
     hook = get_plugin_manager().hook
     credit = hook.paynow_map_order_line(event=order_event(), line=line(quantity=2), catalog=CATALOG)
-    assert credit == Credit(points=1000, kind="paid")
+    assert credit == Credit(points=1000, kind="paid", expires_in_days=365)
 
 
 def test_paynow_map_order_line_builtin_keeps_promo_kind() -> None:
     decision = run(order_event(line("l1", PROMO_PACK, quantity=2)))
     assert amounts(decision) == {"paynow:order:o1:line:l1": 100}
     assert decision.entries[0].kind == "promo"
+    assert decision.entries[0].expires_at == SENT + timedelta(days=365)
+
+
+def test_paynow_map_order_line_builtin_passes_the_catalog_expires_in_days() -> None:
+    catalog = Catalog.from_toml(
+        f'[products."{PROMO_PACK}"]\npoints = 50\nkind = "promo"\nexpires_in_days = 30\n'
+        f'[products."{PACK}"]\npoints = 500\nexpires_in_days = 30\n'
+    )
+    hook = get_plugin_manager().hook
+    promo = hook.paynow_map_order_line(event=order_event(), line=line(product_id=PROMO_PACK), catalog=catalog)
+    paid = hook.paynow_map_order_line(event=order_event(), line=line(), catalog=catalog)
+    assert promo == Credit(points=50, kind="promo", expires_in_days=30)
+    assert paid == Credit(points=500, kind="paid", expires_in_days=30)  # carried, unused for paid
+    decision = decide(order_event(line("l1", PROMO_PACK), line("l2", PACK)), EventState(), hook, catalog)
+    assert [e.expires_at for e in decision.entries] == [SENT + timedelta(days=30), None]
+
+
+def test_paynow_map_order_line_outside_plugin_sets_the_lot_life() -> None:
+    decision = run(order_event(line("l1", "outside-only")), FixedPoints("outside-only", 42, "promo", days=7))
+    assert decision.entries[0].expires_at == SENT + timedelta(days=7)
+    # No expires_in_days: the app's default of 365 days.
+    default = run(order_event(line("l1", "outside-only")), FixedPoints("outside-only", 42, "promo"))
+    assert default.entries[0].expires_at == SENT + timedelta(days=365)
 
 
 def test_paynow_map_order_line_unknown_product_is_unknown_product_error_naming_it() -> None:
@@ -239,6 +269,34 @@ def test_paynow_map_subscription_builtin_grants_points_per_cycle() -> None:
     assert amounts(decision) == {"paynow:sub:s1:cycle:4": 1000}
     assert decision.subscription_update is not None
     assert decision.subscription_update["pointsPerCycle"] == 1000
+    # A plan without `kind` grants promo points (the app's default), in a lot of 365 days.
+    assert decision.entries[0].kind == "promo"
+    assert decision.entries[0].expires_at == SENT + timedelta(days=365)
+
+
+def test_paynow_map_subscription_builtin_called_directly_returns_a_promo_credit() -> None:
+    hook = get_plugin_manager().hook
+    credit = hook.paynow_map_subscription(
+        event=sub_event(), subscription=sub_event().subscription, catalog=CATALOG
+    )
+    assert credit == Credit(points=1000, kind="promo", expires_in_days=365)
+
+
+def test_paynow_map_subscription_builtin_passes_the_catalog_kind_and_expires_in_days() -> None:
+    hook = get_plugin_manager().hook
+    subscription = sub_event().subscription
+    short = Catalog.from_toml(f'[subscriptions."{PLAN}"]\npoints_per_cycle = 1000\nexpires_in_days = 90\n')
+    paid = Catalog.from_toml(f'[subscriptions."{PLAN}"]\npoints_per_cycle = 1000\nkind = "paid"\n')
+    assert hook.paynow_map_subscription(
+        event=sub_event(), subscription=subscription, catalog=short
+    ) == Credit(points=1000, kind="promo", expires_in_days=90)
+    assert hook.paynow_map_subscription(event=sub_event(), subscription=subscription, catalog=paid) == Credit(
+        points=1000, kind="paid", expires_in_days=365
+    )
+    short_cycle = decide(sub_event(), EventState(), hook, short)
+    paid_cycle = decide(sub_event(), EventState(), hook, paid)
+    assert short_cycle.entries[0].expires_at == SENT + timedelta(days=90)
+    assert (paid_cycle.entries[0].kind, paid_cycle.entries[0].expires_at) == ("paid", None)
 
 
 def test_paynow_map_subscription_unknown_plan_is_unknown_product_error_naming_it() -> None:
@@ -361,11 +419,37 @@ def test_paynow_adjust_credits_sees_the_planned_credits() -> None:
     run(sub_event(cycle=3), bonus)
     assert bonus.seen == [
         (
-            PlannedCredit(key="l1", points=1000, kind="paid", product_id=PACK),
-            PlannedCredit(key="l2", points=50, kind="promo", product_id=PROMO_PACK),
+            PlannedCredit(key="l1", points=1000, kind="paid", product_id=PACK, expires_in_days=365),
+            PlannedCredit(key="l2", points=50, kind="promo", product_id=PROMO_PACK, expires_in_days=365),
         ),
-        (PlannedCredit(key="cycle:3", points=1000, kind="paid", product_id=PLAN),),
+        (PlannedCredit(key="cycle:3", points=1000, kind="promo", product_id=PLAN, expires_in_days=365),),
     ]
+
+
+def test_paynow_adjust_credits_extra_sets_its_own_lot_life() -> None:
+    class Week:
+        @hookimpl
+        def paynow_adjust_credits(self) -> list[PlannedCredit]:
+            return [PlannedCredit(key="week", points=5, kind="promo", expires_in_days=7)]
+
+    decision = run(order_event(), Week(), Bonus("spring", 25))
+    expiries = {e.entry_id: e.expires_at for e in decision.entries}
+    assert expiries == {
+        "paynow:order:o1:line:l1": None,  # the catalog's paid pack
+        "paynow:order:o1:extra:week": SENT + timedelta(days=7),
+        "paynow:order:o1:extra:spring": SENT + timedelta(days=365),  # no expires_in_days: the default
+    }
+
+
+@pytest.mark.parametrize("days", [0, 40_000])
+def test_paynow_adjust_credits_expires_in_days_outside_1_to_36500_is_invalid_event(days: int) -> None:
+    class Bad:
+        @hookimpl
+        def paynow_adjust_credits(self) -> list[PlannedCredit]:
+            return [PlannedCredit(key="bad", points=5, kind="promo", expires_in_days=days)]
+
+    with pytest.raises(InvalidEventError, match="expires_in_days"):
+        run(order_event(), Bad())
 
 
 def test_paynow_adjust_credits_duplicate_key_between_plugins_is_invalid_event() -> None:
@@ -419,6 +503,7 @@ def test_paynow_adjust_credits_guide_example_plugin_works_as_documented() -> Non
         "paynow:order:o1:extra:acme-bundle:l1": 500,
     }
     assert {e.kind for e in decision.entries if ":extra:" in e.entry_id} == {"promo"}
+    assert {e.expires_at for e in decision.entries if ":extra:" in e.entry_id} == {SENT + timedelta(days=365)}
     with_plan = Catalog.from_toml(toml.group(1) + f'[subscriptions."{PLAN}"]\npoints_per_cycle = 1000\n')
     cycle = decide(sub_event(), EventState(), manager.hook, with_plan)  # subscriptions: no extra
     assert amounts(cycle) == {"paynow:sub:s1:cycle:1": 1000}
