@@ -1,5 +1,6 @@
 """The invariant checker catches what it claims to: a lost event, a doubled credit, a wallet
-off its ledger, a broken chain, an orphan entry, a DLQ miss, an extra or a duplicate."""
+off its ledger, a broken chain, an orphan entry, a DLQ miss, an extra or a duplicate, and, in
+the app's model, a promo balance off its lots, a spend that lost points, expiry counted."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import random
 from typing import Any
 
 from paynow_service.domain.catalog import Catalog
-from tests.support.invariants import DeadLetter, EventFactory, Expectation, State, check
+from tests.support.invariants import DeadLetter, EventFactory, Expectation, Expected, State, check
 from tests.support.stack import CATALOG
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
@@ -32,10 +33,7 @@ def _world() -> tuple[Expectation, State, list[DeadLetter]]:
     balance = 0
     for n, planned in enumerate((first, second, refund)):
         for entry_id, amount in planned.expected.entries.items():
-            ledger[entry_id] = {
-                "amount": amount, "kind": "paid", "pre": balance, "post": balance + amount,
-                "createdAt": T0 + dt.timedelta(seconds=n), "metadata": {"eventId": planned.event_id},
-            }  # fmt: skip
+            ledger[entry_id] = ours(amount, balance, n, planned.event_id)
             balance += amount
     records = {
         p.event_id: {"status": p.expected.status, "result": {"entryIds": sorted(p.expected.entries)}}
@@ -49,6 +47,16 @@ def _world() -> tuple[Expectation, State, list[DeadLetter]]:
     )
     letters = [DeadLetter(bad.event_id, "unknown_product", "terminal", "m1")]
     return expectation, state, letters
+
+
+def ours(amount: int, paid_before: int, n: int, event_id: str) -> dict[str, Any]:
+    """A paid entry of this service, in its stored shape."""
+    return {
+        "amount": amount, "type": "credit" if amount > 0 else "debit", "channel": "paid",
+        "pre": {"paid": paid_before, "promo": 0}, "post": {"paid": paid_before + amount, "promo": 0},
+        "delta": {"paid": amount, "promo": 0}, "createdAt": T0 + dt.timedelta(seconds=n),
+        "metadata": {"eventId": event_id},
+    }  # fmt: skip
 
 
 def _failed(expectation: Expectation, state: State, letters: list[DeadLetter], **kw: Any) -> set[str]:
@@ -77,7 +85,11 @@ def test_each_violation_is_caught() -> None:
 
     doubled = copy.deepcopy(state)
     entry = next(iter(doubled.ledgers["u1"].values()))
-    doubled.ledgers["u1"]["paynow:order:other:line:x"] = {**entry, "pre": 500, "post": 1500}
+    doubled.ledgers["u1"]["paynow:order:other:line:x"] = {
+        **entry,
+        "pre": {"paid": 500, "promo": 0},
+        "post": {"paid": 1500, "promo": 0},
+    }
     doubled.wallets["u1"]["paidBalance"] = 1500
     failed = _failed(expectation, doubled, letters)
     assert {"ledger_per_event", "wallet_equals_expected"} <= failed
@@ -85,25 +97,19 @@ def test_each_violation_is_caught() -> None:
 
     off = copy.deepcopy(state)
     off.wallets["u1"]["paidBalance"] = 499
-    assert {"wallet_equals_ledger", "wallet_equals_expected", "ledger_chain"} <= _failed(
-        expectation, off, letters
-    )
+    assert {"wallet_in_app_model", "wallet_equals_expected"} <= _failed(expectation, off, letters)
 
     lost_update = copy.deepcopy(state)
     for e in lost_update.ledgers["u1"].values():
         if e["metadata"]["eventId"] == refund:
-            e["pre"], e["post"] = 1000, 0  # applied on a stale balance
+            e["pre"], e["post"] = {"paid": 1000, "promo": 0}, {"paid": 0, "promo": 0}  # a stale balance
     lost_update.wallets["u1"]["paidBalance"] = 0
-    assert "ledger_chain" in _failed(expectation, lost_update, letters)
+    report = check(expectation, lost_update, letters)
+    assert "wallet_in_app_model" in _failed(expectation, lost_update, letters)
+    assert any("no entry continues" in f for f in report.checks["wallet_in_app_model"].failures)
 
     orphan = copy.deepcopy(state)
-    orphan.ledgers["u2"]["api:x:y"] = {
-        "amount": 0,
-        "kind": "paid",
-        "pre": 0,
-        "post": 0,
-        "metadata": {"eventId": "999"},
-    }
+    orphan.ledgers["u2"]["api:x:y"] = ours(0, 0, 9, "999")
     assert "no_orphan_entries" in _failed(expectation, orphan, letters)
 
     assert "dlq_exact" in _failed(expectation, state, [])
@@ -122,6 +128,76 @@ def test_a_never_accepted_event_may_be_processed_once_or_not_at_all() -> None:
     for entry_id in [k for k, e in missing.ledgers["u1"].items() if e["metadata"]["eventId"] == second]:
         del missing.ledgers["u1"][entry_id]
     missing.wallets["u1"]["paidBalance"] = 0
-    for e in missing.ledgers["u1"].values():  # rebuild the chain without it: 1000, then -1000
-        e["pre"], e["post"] = (0, 1000) if e["amount"] > 0 else (1000, 0)
+    for n, (entry_id, e) in enumerate(list(missing.ledgers["u1"].items())):  # the chain without it
+        missing.ledgers["u1"][entry_id] = ours(
+            e["amount"], 0 if e["amount"] > 0 else 1000, n, e["metadata"]["eventId"]
+        )
     assert check(expectation, missing, letters).ok, check(expectation, missing, letters).summary()
+
+
+def _with_promo_and_spends() -> tuple[Expectation, State, list[DeadLetter]]:
+    """The correct world, then: a promo credit of ours (40) expired, and the app spent 300 (its spend
+    dropped the expired lot without an entry of its own) and was refused another spend."""
+    expectation, state, letters = _world()
+    promo = Expected("evt-promo", "promo", "u1", "processed", {"promo-1": 40}, accepted=True)
+    expectation.add(promo)
+    state.records["evt-promo"] = {"status": "processed", "result": {"entryIds": ["promo-1"]}}
+    ledger = state.ledgers["u1"]
+    ledger["promo-1"] = {
+        "type": "credit", "channel": "promo", "amount": 40, "delta": {"paid": 0, "promo": 40},
+        "pre": {"paid": 500, "promo": 0}, "post": {"paid": 500, "promo": 40},
+        "creditLot": {"lotId": "promo-1", "amount": 40}, "createdAt": T0 + dt.timedelta(seconds=5),
+        "metadata": {"eventId": "evt-promo"},
+    }  # fmt: skip
+    ledger["spend-1"] = {
+        "type": "debit", "channel": "paid", "amount": 300, "action": "shop", "actionId": "spend-1",
+        "pre": {"paid": 500, "promo": 40}, "post": {"paid": 200, "promo": 0}, "consumedLots": [],
+        "createdAt": T0 + dt.timedelta(seconds=6),
+    }  # fmt: skip
+    state.wallets["u1"] = {"paidBalance": 200, "promoBalance": 0, "promoLots": []}
+    expectation.spend("spend-1", "u1", 300, spent=True)
+    expectation.spend("spend-2", "u1", 10_000, spent=False)
+    return expectation, state, letters
+
+
+def test_the_apps_spends_and_expiry_are_counted_not_lost() -> None:
+    expectation, state, letters = _with_promo_and_spends()
+    report = check(expectation, state, letters)
+    assert report.ok, report.summary()
+    assert (report.spends, report.spends_refused, report.points_spent, report.points_expired) == (
+        1,
+        1,
+        300,
+        40,
+    )
+    # The same spend dropping 40 more than it says (points gone, no lot expired) is caught.
+    lost = copy.deepcopy(state)
+    lost.ledgers["u1"]["spend-1"]["consumedLots"] = [{"lotId": "promo-1", "amount": 40}]
+    problems = check(expectation, lost, letters).checks["wallet_in_app_model"].failures
+    assert any("a spend of 300 moved 340" in p for p in problems), problems
+
+
+def test_promo_points_lost_by_a_spend_are_caught() -> None:
+    # The bug this model exists for: promoBalance raised without a lot; the app's spend erases it.
+    expectation, state, letters = _world()
+    state.ledgers["u1"]["promo-no-lot"] = {
+        "type": "credit", "channel": "promo", "amount": 250, "delta": {"paid": 0, "promo": 250},
+        "pre": {"paid": 500, "promo": 0}, "post": {"paid": 500, "promo": 250},
+        "createdAt": T0 + dt.timedelta(seconds=5), "metadata": {"eventId": next(iter(expectation.events))},
+    }  # fmt: skip
+    state.wallets["u1"] = {"paidBalance": 500, "promoBalance": 250, "promoLots": []}
+    report = check(expectation, state, letters)
+    problems = report.checks["wallet_in_app_model"].failures
+    assert any("promoBalance 250 != lots' sum 0" in p for p in problems)
+    assert any("without a lot" in p for p in problems)
+
+
+def test_a_spend_the_app_reports_but_the_ledger_lacks_is_caught() -> None:
+    expectation, state, letters = _world()
+    expectation.spend("spend-9", "u1", 100, spent=True)
+    assert "spends_exact" in _failed(expectation, state, letters)
+    refused_but_written = copy.deepcopy(state)
+    expectation2, _, _ = _world()
+    expectation2.spend("spend-9", "u1", 100, spent=False)
+    refused_but_written.ledgers["u1"]["spend-9"] = {"type": "debit", "amount": 100, "pre": {}, "post": {}}
+    assert "spends_exact" in _failed(expectation2, refused_but_written, letters)

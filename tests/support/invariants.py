@@ -25,10 +25,9 @@ import json
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from google.cloud import firestore
@@ -38,6 +37,7 @@ from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.events import HANDLED_TYPES
 from paynow_service.domain.ledger import order_line_entry_id, reversal_entry_id, subscription_entry_id
 from paynow_service.entrypoints.test_webhook import EVENT_TYPES, build_event, flake_id
+from tests.support.wallet_audit import audit_wallet
 
 FINAL_STATUSES = frozenset({"processed", "ignored", "failed_terminal", "dead_lettered"})
 IGNORED_TYPES = tuple(t for t in EVENT_TYPES if t not in HANDLED_TYPES)
@@ -172,11 +172,25 @@ class EventFactory:
         return PlannedEvent(event, self._encode(event), expected)
 
 
+@dataclass
+class ExpectedSpend:
+    """A spend by the app (its spend code, run beside the service): `spent` once it succeeded."""
+
+    action_id: str
+    uid: str
+    cost: int
+    spent: bool = False
+
+
 class Expectation:
-    """Every event of a run, by id, and which were accepted."""
+    """Every event of a run, by id, and which were accepted; the app's spends beside them."""
 
     def __init__(self) -> None:
         self.events: dict[str, Expected] = {}
+        self.spends: dict[str, ExpectedSpend] = {}
+
+    def spend(self, action_id: str, uid: str, cost: int, *, spent: bool) -> None:
+        self.spends[action_id] = ExpectedSpend(action_id, uid, cost, spent)
 
     def add(self, planned: PlannedEvent | Expected) -> None:
         expected = planned.expected if isinstance(planned, PlannedEvent) else planned
@@ -205,7 +219,7 @@ class Expectation:
 
     @property
     def uids(self) -> list[str]:
-        return sorted({e.uid for e in self.events.values() if e.uid})
+        return sorted({e.uid for e in self.events.values() if e.uid} | {s.uid for s in self.spends.values()})
 
 
 # ---- reading Firestore and the DLQ ---------------------------------------------------------------
@@ -373,6 +387,10 @@ class InvariantReport:
     dlq_expected: int
     dlq_received: int
     dlq_duplicates: int
+    spends: int = 0  # the app's spends that succeeded
+    spends_refused: int = 0  # refused (not enough points): nothing written
+    points_spent: int = 0
+    points_expired: int = 0  # promo the app's spends dropped as expired
 
     @property
     def ok(self) -> bool:
@@ -392,6 +410,10 @@ class InvariantReport:
             "dlq_expected": self.dlq_expected,
             "dlq_received": self.dlq_received,
             "dlq_duplicates": self.dlq_duplicates,
+            "spends": self.spends,
+            "spends_refused": self.spends_refused,
+            "points_spent": self.points_spent,
+            "points_expired": self.points_expired,
             "checks": {name: c.to_dict() for name, c in self.checks.items()},
         }
 
@@ -400,33 +422,14 @@ class InvariantReport:
             f"invariants: {'OK' if self.ok else 'FAILED'}  events {self.events}, accepted {self.accepted}, "
             f"processed exactly once {self.processed_once}, lost {len(self.lost)}, "
             f"doubled {len(self.doubled)}, DLQ {self.dlq_received}/{self.dlq_expected} "
-            f"(duplicates {self.dlq_duplicates})"
+            f"(duplicates {self.dlq_duplicates}), the app's spends {self.spends} "
+            f"({self.points_spent} points; {self.spends_refused} refused, {self.points_expired} expired)"
         ]
         for check in self.checks.values():
             mark = "ok  " if check.ok else "FAIL"
             lines.append(f"  {mark} {check.name}: {check.description} ({check.count} checked)")
             lines.extend(f"         {f}" for f in check.failures[:_EXAMPLES])
         return "\n".join(lines)
-
-
-def _created(entry: Mapping[str, Any]) -> float:
-    value = entry.get("createdAt")
-    return value.timestamp() if isinstance(value, datetime) else 0.0
-
-
-def _chain_ok(entries: list[dict[str, Any]], balance: int) -> str:
-    """Walk the entries as a chain pre -> post from 0; '' if it ends at `balance` using all of them."""
-    remaining = sorted(entries, key=_created)
-    current = 0
-    while remaining:
-        nxt = next((e for e in remaining if int(e.get("pre", 0)) == current), None)
-        if nxt is None:
-            return f"no entry continues from {current} ({len(remaining)} left)"
-        if int(nxt.get("post", 0)) != current + int(nxt.get("amount", 0)):
-            return f"entry post {nxt.get('post')} != pre {current} + amount {nxt.get('amount')}"
-        current = int(nxt["post"])
-        remaining.remove(nxt)
-    return "" if current == balance else f"chain ends at {current}, balance is {balance}"
 
 
 def check(
@@ -442,10 +445,19 @@ def check(
             Check("event_status", "every accepted event reached its final status exactly as expected"),
             Check("ledger_per_event", "each event wrote exactly its ledger entries (ids and amounts)"),
             Check("records_match_ledger", "each processed record lists exactly the entries written"),
-            Check("wallet_equals_ledger", "each wallet equals the sum of its ledger entries, per kind"),
-            Check("wallet_equals_expected", "each wallet equals the sum the load computed"),
-            Check("ledger_chain", "each ledger is one serial chain pre -> post from 0 to the balance"),
-            Check("no_orphan_entries", "every ledger entry belongs to a processed event of this run"),
+            Check(
+                "wallet_in_app_model",
+                "each wallet, in the app's model: promoBalance = its lots, no negative lot, entries' "
+                "post - pre add up to it per kind in one serial chain, every entry moves what it says",
+            ),
+            Check(
+                "wallet_equals_expected",
+                "each wallet = the events' credits - the app's spends - the promo they dropped as expired",
+            ),
+            Check("spends_exact", "each of the app's spends that succeeded wrote its debit, no other did"),
+            Check(
+                "no_orphan_entries", "every ledger entry belongs to a processed event or spend of this run"
+            ),
             Check("dlq_exact", "every bad event is in the DLQ with its reason, and nothing else is"),
         )
     }
@@ -514,39 +526,35 @@ def check(
     for event_id in counted:
         event = expectation.events[event_id]
         expected_wallets[event.uid] += sum(event.entries.values())
+    spends = expectation.spends
+    for spend in spends.values():
+        checks["spends_exact"].count += 1
+        entry = state.ledgers.get(spend.uid, {}).get(spend.action_id)
+        if spend.spent and (entry is None or entry.get("amount") != spend.cost):
+            checks["spends_exact"].fail(f"{spend.uid}/{spend.action_id}: spent {spend.cost}, entry {entry}")
+        elif not spend.spent and entry is not None:
+            checks["spends_exact"].fail(f"{spend.uid}/{spend.action_id}: refused, yet wrote {entry}")
+    spent_total = expired_total = 0
     for uid in expectation.uids:
-        entries = list(state.ledgers.get(uid, {}).values())
-        wallet = state.wallets.get(uid)
-        paid = int((wallet or {}).get("paidBalance", 0))
-        promo = int((wallet or {}).get("promoBalance", 0))
-        sums = {"paid": 0, "promo": 0}
-        for entry in entries:
-            sums[str(entry.get("kind", "paid"))] = sums.get(str(entry.get("kind", "paid")), 0) + int(
-                entry.get("amount", 0)
-            )
-        checks["wallet_equals_ledger"].count += 1
-        if wallet is None and entries:
-            checks["wallet_equals_ledger"].fail(f"{uid}: {len(entries)} ledger entries but no wallet")
-        elif (paid, promo) != (sums["paid"], sums["promo"]):
-            checks["wallet_equals_ledger"].fail(
-                f"{uid}: wallet paid {paid} promo {promo}, "
-                f"ledger sums paid {sums['paid']} promo {sums['promo']}"
-            )
+        audit = audit_wallet(uid, state.wallets.get(uid), state.ledgers.get(uid, {}))
+        spent_total, expired_total = spent_total + audit.spent, expired_total + audit.expired
+        checks["wallet_in_app_model"].count += 1
+        for problem in audit.problems:
+            checks["wallet_in_app_model"].fail(problem)
         checks["wallet_equals_expected"].count += 1
-        if paid + promo != expected_wallets[uid]:
+        expected = expected_wallets[uid] - audit.spent - audit.expired
+        if audit.total != expected:
             checks["wallet_equals_expected"].fail(
-                f"{uid}: wallet {paid + promo}, expected {expected_wallets[uid]}"
+                f"{uid}: wallet {audit.total}, expected {expected} (credits {expected_wallets[uid]},"
+                f" spent {audit.spent}, expired {audit.expired})"
             )
-        for kind, balance in (("paid", paid), ("promo", promo)):
-            of_kind = [e for e in entries if str(e.get("kind", "paid")) == kind]
-            if not of_kind and not balance:
-                continue
-            checks["ledger_chain"].count += 1
-            broken = _chain_ok(of_kind, balance)
-            if broken:
-                checks["ledger_chain"].fail(f"{uid} {kind}: {broken}")
+        spent_here = sum(s.cost for s in spends.values() if s.uid == uid and s.spent)
+        if spent_here != audit.spent:
+            checks["spends_exact"].fail(f"{uid}: the app spent {spent_here}, its debits hold {audit.spent}")
         for entry_id, entry in state.ledgers.get(uid, {}).items():
             checks["no_orphan_entries"].count += 1
+            if entry_id in spends and spends[entry_id].uid == uid:
+                continue
             event_id = str((entry.get("metadata") or {}).get("eventId", ""))
             record = state.records.get(event_id)
             if event_id not in expectation.events:
@@ -590,4 +598,8 @@ def check(
         dlq_expected=len(must),
         dlq_received=len(dead_letters),
         dlq_duplicates=duplicates,
+        spends=sum(s.spent for s in spends.values()),
+        spends_refused=sum(not s.spent for s in spends.values()),
+        points_spent=spent_total,
+        points_expired=expired_total,
     )
