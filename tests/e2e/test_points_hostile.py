@@ -19,6 +19,7 @@ import json
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
@@ -144,9 +145,10 @@ class Points:
 
 def _seed(p: Points) -> tuple[str, str, str]:
     def credit(uid: str, key: str, amount: int, kind: Any) -> str:
-        code, response = p.grpc(
-            "CreditPoints", pb.CreditPointsRequest(uid=uid, amount=amount, idempotency_key=key, kind=kind)
-        )
+        request = pb.CreditPointsRequest(uid=uid, amount=amount, idempotency_key=key, kind=kind)
+        if kind == pb.KIND_PROMO:
+            request.expires_at.FromDatetime(datetime(2031, 1, 1, tzinfo=UTC))
+        code, response = p.grpc("CreditPoints", request)
         assert code == "OK", code
         return str(response.entry.entry_id)
 
@@ -301,7 +303,13 @@ REFUSED_CREDITS: list[tuple[str, Case]] = [
     ("metadata-value-1025-chars", credit(metadata={"k": "v" * 1025})),
     # The seeded key again with another amount, kind or user: a conflict, not a second credit.
     ("seed-key-other-amount", credit(idempotency_key="seed-paid", amount=101)),
-    ("seed-key-other-kind", credit(idempotency_key="seed-paid", amount=100, kind=2)),
+    (
+        "seed-key-other-kind",
+        credit(idempotency_key="seed-paid", amount=100, kind=2, expires_at={"seconds": 1924992000}),
+    ),
+    # A promo credit needs its lot's expiry; a paid one takes none.
+    ("promo-without-expiry", credit(kind=2)),
+    ("paid-with-expiry", credit(kind=1, expires_at={"seconds": 1924992000})),
     ("other-users-key", credit(idempotency_key="seed-other", amount=7)),
 ]
 CREDIT_CODES = {

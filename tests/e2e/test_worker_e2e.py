@@ -136,8 +136,8 @@ def test_three_events_for_one_user_apply_in_order(stack: WorkerStack) -> None:
     for quantity in (1, 2, 3):
         assert stack.send(order(uid, quantity=quantity)).status_code == 200
     assert wait_for(lambda: stack.paid(uid) == 3000, timeout=30)
-    entries = sorted(ledger(stack.project, uid).values(), key=lambda e: e["pre"])
-    assert [(e["pre"], e["post"]) for e in entries] == [(0, 500), (500, 1500), (1500, 3000)]
+    entries = sorted(ledger(stack.project, uid).values(), key=lambda e: e["pre"]["paid"])
+    assert [(e["pre"]["paid"], e["post"]["paid"]) for e in entries] == [(0, 500), (500, 1500), (1500, 3000)]
 
 
 def test_customer_mapped_order_credits_the_mapped_user(stack: WorkerStack) -> None:
@@ -160,8 +160,13 @@ def test_subscription_credits_the_plan_once_per_cycle(stack: WorkerStack) -> Non
         )
         assert stack.send(event).status_code == 200
         stack.publish_raw(event)  # redelivered: still once
-    assert wait_for(lambda: stack.paid(uid) == 2000, timeout=30)
+    # Plans credit promo points (the app's default): one lot per cycle.
+    assert wait_for(lambda: (stack.wallet(uid) or {}).get("promoBalance") == 2000, timeout=30)
     time.sleep(1)
+    assert [lot["id"] for lot in (stack.wallet(uid) or {})["promoLots"]] == [
+        f"paynow:sub:{sub_id}:cycle:1",
+        f"paynow:sub:{sub_id}:cycle:2",
+    ]
     assert set(ledger(stack.project, uid)) == {f"paynow:sub:{sub_id}:cycle:1", f"paynow:sub:{sub_id}:cycle:2"}
 
 

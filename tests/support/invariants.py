@@ -188,6 +188,11 @@ class Expectation:
     def __init__(self) -> None:
         self.events: dict[str, Expected] = {}
         self.spends: dict[str, ExpectedSpend] = {}
+        self.other_writes: dict[str, tuple[str, int]] = {}  # entry id -> (uid, signed amount)
+
+    def write(self, entry_id: str, uid: str, amount: int) -> None:
+        """An entry written by no event: a PointsService credit or reversal, the app's own credit."""
+        self.other_writes[entry_id] = (uid, amount)
 
     def spend(self, action_id: str, uid: str, cost: int, *, spent: bool) -> None:
         self.spends[action_id] = ExpectedSpend(action_id, uid, cost, spent)
@@ -219,7 +224,8 @@ class Expectation:
 
     @property
     def uids(self) -> list[str]:
-        return sorted({e.uid for e in self.events.values() if e.uid} | {s.uid for s in self.spends.values()})
+        users = {e.uid for e in self.events.values() if e.uid} | {s.uid for s in self.spends.values()}
+        return sorted(users | {uid for uid, _ in self.other_writes.values()})
 
 
 # ---- reading Firestore and the DLQ ---------------------------------------------------------------
@@ -526,6 +532,8 @@ def check(
     for event_id in counted:
         event = expectation.events[event_id]
         expected_wallets[event.uid] += sum(event.entries.values())
+    for uid, amount in expectation.other_writes.values():
+        expected_wallets[uid] += amount
     spends = expectation.spends
     for spend in spends.values():
         checks["spends_exact"].count += 1
@@ -553,7 +561,7 @@ def check(
             checks["spends_exact"].fail(f"{uid}: the app spent {spent_here}, its debits hold {audit.spent}")
         for entry_id, entry in state.ledgers.get(uid, {}).items():
             checks["no_orphan_entries"].count += 1
-            if entry_id in spends and spends[entry_id].uid == uid:
+            if (entry_id in spends and spends[entry_id].uid == uid) or entry_id in expectation.other_writes:
                 continue
             event_id = str((entry.get("metadata") or {}).get("eventId", ""))
             record = state.records.get(event_id)
