@@ -84,3 +84,16 @@ def floor_item(body: bytes) -> FloorItem:
     return FloorItem(
         event.event_id, record, data, attributes, event.resolved_ordering_key(), bool(event.ignored)
     )
+
+
+def floor_entry(
+    uid: str, entry_id: str, amount: int, paid_before: int, now: Any, metadata: dict[str, Any], source: str
+) -> dict[str, Any]:
+    """A paid credit's ledger entry in the service's own shape (the floors write the same document size)."""
+    pre, post = {"paid": paid_before, "promo": 0}, {"paid": paid_before + amount, "promo": 0}
+    return {
+        "uid": uid, "amount": amount, "type": "credit", "channel": "paid", "action": "credit",
+        "actionId": entry_id, "source": source, "note": "credit", "metadata": metadata, "pre": pre,
+        "post": post, "after": post, "delta": {"paid": amount, "promo": 0}, "createdAt": now,
+        "createdBy": "floor", "v": 1,
+    }  # fmt: skip

@@ -35,7 +35,7 @@ from google.cloud import firestore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import percentile  # noqa: E402
+from bench.benchlib import floor_entry, percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb  # noqa: E402
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -94,11 +94,7 @@ def floor_sender(db: firestore.AsyncClient) -> Sender:
         wallet = snaps[wallet_ref.path].to_dict() or {}
         pre = int(wallet.get("paidBalance", 0))
         now = datetime.now(UTC)
-        entry = {
-            "uid": uid, "action": "credit", "kind": "paid", "amount": 10, "source": "bench", "pre": pre,
-            "post": pre + 10, "metadata": {"idempotencyKey": uid}, "createdAt": now, "createdBy": "floor",
-            "v": 1,
-        }  # fmt: skip
+        entry = floor_entry(uid, entry_id, 10, pre, now, {"idempotencyKey": uid}, "bench")
         key = {"entryId": entry_id, "uid": uid, "amount": 10, "requestHash": "0" * 64, "action": "credit"}
         tx.create(db.document("users", uid, "ledger", entry_id), entry)
         tx.create(key_ref, {**key, "createdAt": now, "v": 1})

@@ -55,7 +55,7 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import open_loop, percentile  # noqa: E402
+from bench.benchlib import floor_entry, open_loop, percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack  # noqa: E402
 from paynow_service.adapters.event_codec import encode_event  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
@@ -122,10 +122,7 @@ def floor_credit(db: firestore.AsyncClient, reads: int = 1) -> Callable[[Payment
         now = datetime.now(UTC)
         metadata = {"eventId": event.event_id, "orderId": order.order_id, "productId": PRODUCT,
                     "lineId": line.line_id, "quantity": line.quantity}  # fmt: skip
-        tx.create(refs["entry"], {
-            "uid": uid, "action": "credit", "kind": "paid", "amount": POINTS, "source": "paynow", "pre": pre,
-            "post": pre + POINTS, "metadata": metadata, "createdAt": now, "createdBy": "floor", "v": 1,
-        })  # fmt: skip
+        tx.create(refs["entry"], floor_entry(uid, entry_id, POINTS, pre, now, metadata, "paynow"))
         tx.create(refs["key"], {
             "entryId": entry_id, "uid": uid, "amount": POINTS, "requestHash": "0" * 64, "action": "credit",
             "createdAt": now, "v": 1,
