@@ -25,6 +25,22 @@ unknown products (they must end in the DLQ), refunds of earlier orders (sent aft
 order was accepted). A non-2xx answer is retried like PayNow would (1, 2, 4 s) and counted
 as an error.
 
+The app's spends ride on the same schedule (`--spend-share`, default 0.15 per delivery; 0 turns
+them off; bench/load_spends.py): the web app's own points code (tests/support/app_double.py,
+with 10 attempts and its 1 s backoff: 5 are not enough on the emulator under contention),
+run from this process on an AsyncClient of its own, spends a random cost (mostly small, one in
+ten more than a wallet usually holds) from a user whose order or subscription was accepted at
+least 1 s before, while that user's duplicates, refunds and renewals still arrive. A spend
+that succeeded is recorded as spent, INSUFFICIENT_POINTS as refused; any other outcome
+(contention exhausted, the 30 s timeout) is settled after the run by re-reading
+`users/{uid}/ledger/{action_id}`, never guessed. The invariants then check each spend's
+debit and each wallet in the app's model (credits - spends - expired promo).
+INCONSISTENT_PROMO_BALANCE means a wallet was broken: counted, and the run fails. The floor's
+turns carry the same share of spends, planned the same way on the floor's own users (whose
+wallets the worker credits from the floor's events too): the sender and the floor share this
+process, so each meets the same extra work on its event loop. Spend latency (the app's whole
+transaction, retries included) is reported per kind of turn, with the contention retries.
+
 Then it waits (bounded) for the queue to drain and checks from Firestore and the DLQ
 (tests/support/invariants.py): every accepted event processed exactly once with exactly
 its ledger entries; each wallet equal to its ledger and to the expected sum; ledgers serial;
@@ -33,8 +49,9 @@ nowhere else. Exit status 1 if an invariant fails.
 
 The floor: a bare script doing what the queue-mode webhook must do (one Firestore create of
 the same webhookEvents record, or a read when it exists, then one ordered Pub/Sub publish of
-the same PaymentEvent; an ignored type is marked instead) for traffic of the same mix at the
-same rate, with no web framework. It writes the service's own collection and topic, so the
+the same PaymentEvent, with the `event_mac` the webhook signs it with (EVENT_SIGNING_KEYS:
+a fresh key for the tool's own stack); an ignored type is marked instead) for traffic of the
+same mix at the same rate, with no web framework. It writes the service's own collection and topic, so the
 worker processes its events like the webhook's and the invariants check them too; and the
 service and the floor take turns in short segments (--rounds), so both meet the same
 machine. Answer p95 is reported as a ratio to the floor's. (`--find-max` drives its floor
@@ -55,6 +72,7 @@ import json
 import math
 import os
 import random
+import secrets
 import struct
 import sys
 import tempfile
@@ -63,7 +81,7 @@ import time
 import uuid
 import zlib
 from collections import Counter
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import AsyncIterator, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -82,12 +100,14 @@ from google.pubsub_v1.types import PubsubMessage  # noqa: E402
 
 from bench.benchlib import FloorItem, floor_item, percentile  # noqa: E402
 from bench.lean_http import LeanClient  # noqa: E402
+from bench.load_spends import Spend, SpendBook, SpendStats, SpendTurn, plan_spends  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.adapters.firestore_events import EVENTS  # noqa: E402
 from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.bootstrap import freeze_startup_heap  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.catalog import Catalog  # noqa: E402
+from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner  # noqa: E402
 from paynow_service.domain.signature import sign  # noqa: E402
 from tests.support.invariants import (  # noqa: E402
     EventFactory,
@@ -122,6 +142,7 @@ kind = "promo"
 points_per_cycle = 1000
 """
 T = TypeVar("T")
+Timed = TypeVar("Timed")  # a Delivery or a Spend: a dataclass with `due`
 FAST = InfraOverrides(ack_deadline_s=10, min_backoff_s=1, max_backoff_s=2)
 
 
@@ -165,6 +186,8 @@ class Mix:
     burst_every_s: float = 5.0
     burst_len: int = 15
     dependency_delay_s: float = 2.0  # a refund or renewal goes out at least this long after its origin
+    spend_share: float = 0.15  # the app's spends per delivery (bench/load_spends.py)
+    spend_delay_s: float = 1.0  # a spend goes out at least this long after the user's order or subscription
 
 
 def plan_traffic(
@@ -232,6 +255,15 @@ def plan_traffic(
     return deliveries
 
 
+def plan_phase(
+    factory: EventFactory, *, rate: float, duration: float, users: Sequence[str], rng: random.Random, mix: Mix
+) -> tuple[list[Delivery], list[Spend]]:
+    """A phase's deliveries and the app's spends among them."""
+    deliveries = plan_traffic(factory, rate=rate, duration=duration, users=users, rng=rng, mix=mix)
+    spends = plan_spends(deliveries, share=mix.spend_share, rng=rng, delay_s=mix.spend_delay_s)
+    return deliveries, spends
+
+
 # ---- sending ------------------------------------------------------------------------------------
 
 
@@ -259,6 +291,7 @@ class PhaseResult:
     skipped: int = 0  # a refund or renewal whose origin was never accepted
     wall_s: float = 0.0  # first to last request start
     lag_s: float = 0.0  # how far behind schedule the sender ran at most
+    spends: SpendStats = field(default_factory=SpendStats)  # the app's spends in this phase
 
     @property
     def first_tries(self) -> list[Sample]:
@@ -294,35 +327,58 @@ class PhaseResult:
             "p99_ms": round(percentile(lat, 99), 2),
             "max_ms": round(max(lat), 2) if lat else float("nan"),
             "outcomes": dict(Counter(s.outcome for s in self.samples)),
+            "spends": self.spends.summary(),
         }
 
 
-async def open_loop(deliveries: Sequence[Delivery], one: Any, phase: PhaseResult) -> None:
-    """Start `one(delivery)` at each delivery's due time (open loop) and wait for all of them."""
+async def open_loop(
+    deliveries: Sequence[Delivery], one: Any, phase: PhaseResult, spends: Sequence[Spend] = (),
+    spend: Any = None,
+) -> None:  # fmt: skip
+    """Start `one(delivery)` at each delivery's due time, and `spend(spend)` at each spend's (open loop),
+    and wait for all of them."""
     start = time.perf_counter()
     tasks: list[asyncio.Task[None]] = []
-    for delivery in deliveries:
-        delay = start + delivery.due - time.perf_counter()
+    schedule: list[Delivery | Spend] = sorted([*deliveries, *spends], key=lambda item: item.due)
+    for item in schedule:
+        delay = start + item.due - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
         else:
             phase.lag_s = max(phase.lag_s, -delay)
-        tasks.append(asyncio.create_task(one(delivery, start)))
+        runner = spend if isinstance(item, Spend) else one
+        tasks.append(asyncio.create_task(runner(item, start)))
     phase.wall_s = time.perf_counter() - start
     await asyncio.gather(*tasks)
+
+
+@contextlib.asynccontextmanager
+async def spend_turn(
+    book: SpendBook | None, spends: Sequence[Spend], stats: SpendStats, accepted: Any
+) -> AsyncIterator[Any]:
+    """The turn's spender (`SpendTurn.one`), or None when the turn has no spends."""
+    if book is None or not spends:
+        yield None
+        return
+    async with SpendTurn(book, stats, accepted) as turn:
+        yield turn.one
 
 
 class WebhookSender:
     """Signs and posts deliveries like PayNow: each delivery retried on a non-2xx (bounded)."""
 
-    def __init__(self, url: str, secret: str, expectation: Expectation) -> None:
+    def __init__(
+        self, url: str, secret: str, expectation: Expectation, book: SpendBook | None = None
+    ) -> None:
         self.url = url
         self.secret = secret
         self.expectation = expectation
+        self.book = book  # the app's spends, when the traffic has any
 
     async def run(
-        self, name: str, rate: float, duration: float, deliveries: Sequence[Delivery]
-    ) -> PhaseResult:
+        self, name: str, rate: float, duration: float, deliveries: Sequence[Delivery],
+        spends: Sequence[Spend] = (),
+    ) -> PhaseResult:  # fmt: skip
         phase = PhaseResult(name, rate, duration)
         # The lean client: the sender's own cost is in every answer it measures (aiohttp, which this
         # tool used before, cost 0.7 ms of CPU per request here; httpx 2.4 ms).
@@ -370,7 +426,8 @@ class WebhookSender:
             # connections per 5 s turn for overlapping answers, each one on a waiting request).
             with contextlib.suppress(Exception):  # outside the measurement; a failure shows in the run
                 await client.open(WARM_CONNECTIONS, url.path.rsplit("/api/", 1)[0] + "/healthz")
-            await open_loop(deliveries, one, phase)
+            async with spend_turn(self.book, spends, phase.spends, self.expectation.is_accepted) as spend:
+                await open_loop(deliveries, one, phase, spends, spend)
         finally:
             client.close()
         return phase
@@ -388,19 +445,24 @@ class FloorTarget:
     topic_path: str
     collection: str
     expectation: Expectation | None = None
+    signer: EventSigner | None = None  # signs `event_mac` as the webhook does (EVENT_SIGNING_KEYS)
 
 
 async def run_floor(
-    project: str, target: FloorTarget, name: str, rate: float, duration: float, deliveries: Sequence[Delivery]
-) -> PhaseResult:
+    project: str, target: FloorTarget, name: str, rate: float, duration: float,
+    deliveries: Sequence[Delivery], spends: Sequence[Spend] = (), book: SpendBook | None = None,
+) -> PhaseResult:  # fmt: skip
     """The queue-mode webhook's own durable work, bare: Firestore create of the record (or a read when it
     exists), then one ordered publish; an ignored type is marked instead of published, as the webhook does.
-    With an expectation, deliveries are skipped, added and accepted exactly as the webhook sender does."""
+    With an expectation, deliveries are skipped, added and accepted exactly as the webhook sender does.
+    The app's spends go out beside, as in the service's turns (a spend waits for its origin's acceptance:
+    the expectation's, or without one this phase's own)."""
     phase = PhaseResult(name, rate, duration)
     items = {d.planned.event_id: floor_item(d.planned.body) for d in deliveries}
     db = firestore.AsyncClient(project=project)
     publisher = PublisherAsyncClient()
     expectation = target.expectation
+    accepted_here: set[str] = set()
     try:
 
         async def work(item: FloorItem) -> str:
@@ -414,9 +476,10 @@ async def run_floor(
                 mark = {"status": "ignored", "result": {"outcome": "ignored"}}
                 await ref.set(mark, merge=True, timeout=REQUEST_TIMEOUT_S)
                 return "ignored"
-            message = PubsubMessage(
-                data=item.data, attributes=item.attributes, ordering_key=item.ordering_key
-            )
+            attributes = item.attributes
+            if target.signer is not None:  # the webhook's MAC, computed per delivery as it does
+                attributes = {**attributes, ATTR_EVENT_MAC: target.signer.sign(item.data)}
+            message = PubsubMessage(data=item.data, attributes=attributes, ordering_key=item.ordering_key)
             await publisher.publish(
                 topic=target.topic_path, messages=[message], retry=None, timeout=REQUEST_TIMEOUT_S
             )
@@ -441,14 +504,18 @@ async def run_floor(
                     planned.event_id,
                 )
             )  # fmt: skip
-            if expectation is not None and status == 200:
-                expectation.accept(planned.event_id)
+            if status == 200:
+                accepted_here.add(planned.event_id)
+                if expectation is not None:
+                    expectation.accept(planned.event_id)
 
         # Warm both channels outside the measurement, as the service's are by then.
         with contextlib.suppress(Exception):
             await db.collection(target.collection).document("warm-up").get(timeout=REQUEST_TIMEOUT_S)
             await publisher.get_topic(topic=target.topic_path, timeout=REQUEST_TIMEOUT_S)
-        await open_loop(deliveries, one, phase)
+        accepted = expectation.is_accepted if expectation is not None else accepted_here.__contains__
+        async with spend_turn(book, spends, phase.spends, accepted) as spend:
+            await open_loop(deliveries, one, phase, spends, spend)
     finally:
         await publisher.transport.close()  # type: ignore[no-untyped-call]
         db.close()  # type: ignore[no-untyped-call]
@@ -557,6 +624,7 @@ def open_stack(args: argparse.Namespace) -> Iterator[Stack]:
             PUBSUB_SUBSCRIPTION=f"load-{run}-events-sub",
             PUBSUB_DLQ_SUBSCRIPTION=f"load-{run}-events-dlq-sub",
             PAYNOW_WEBHOOK_SECRETS=SECRET,
+            EVENT_SIGNING_KEYS=os.environ.get("EVENT_SIGNING_KEYS") or f"load-{secrets.token_hex(24)}",
             PRODUCT_CATALOG=str(catalog_path),
             WEBHOOK_MODE="queue",
             PUSH_AUTH="disabled",
@@ -693,11 +761,17 @@ class Verification:
 
 
 def verify(
-    stack: Stack, expectation: Expectation, *, drain_timeout_s: float, strict_dlq: bool = True
+    stack: Stack,
+    expectation: Expectation,
+    book: SpendBook,
+    *,
+    drain_timeout_s: float,
+    strict_dlq: bool = True,
 ) -> Verification:
     began = time.monotonic()
     drained, pending = wait_drained(stack.project, expectation, timeout_s=drain_timeout_s)
     drain_s = time.monotonic() - began
+    book.resolve()  # the spends whose outcome the app's code did not tell: their ledger entry says
     bad = {e.event_id for e in expectation.events.values() if e.status == "failed_terminal"}
     accepted_bad = sum(1 for e in bad if expectation.is_accepted(e))
     letters = pull_dead_letters(
@@ -872,6 +946,10 @@ PHASE_COLUMNS = (
     "p99_ms",
     "max_ms",
 )
+SPEND_COLUMNS = (
+    "turns", "attempted", "spent", "refused", "unknown", "inconsistent", "skipped", "retries",
+    "p50_ms", "p95_ms", "p99_ms", "max_ms",
+)  # fmt: skip
 STEP_HEADER = (
     "rate/s", "service achieved/s", "service p95 ms", "errors", "drained after s",
     "floor achieved/s", "floor p95 ms", "floor errors",
@@ -937,6 +1015,36 @@ def render_markdown(result: dict[str, Any], png_name: str) -> str:
             *(_md_row(_step_cells(step)) for step in fm["steps"]),
             "",
         ]
+    spends = result.get("spends")
+    if spends:
+        run = spends["run"]
+        lines += [
+            "## The app's spends",
+            "",
+            f"The app's points code spending from the users' wallets beside the traffic, "
+            f"{spends['share']:g} per delivery in every turn. Whole run (warm-up included): "
+            f"{run['attempted']} attempted, {run['spent']} spent, {run['refused']} refused (not enough "
+            f"points), {run['unknown']} unknown and {run['inconsistent']} inconsistent (re-read after the "
+            f"run: {run['unknown_reread_written']} written, {run['unknown_reread_unwritten']} not), "
+            f"{run['skipped']} skipped (their order never "
+            f"accepted); {run['retries']} contention retries"
+            + "".join(f", {n} {name}" for name, n in run["retried_by"].items())
+            + "; "
+            f"INCONSISTENT_PROMO_BALANCE **{spends['inconsistent']}**"
+            + (f" ({', '.join(run['inconsistent_examples'])})" if run["inconsistent_examples"] else "")
+            + f". Checked: {spends['checked']['succeeded']} debits written, "
+            f"{spends['checked']['points_spent']} points spent, "
+            f"{spends['checked']['points_expired']} expired.",
+            "",
+            _md_row(SPEND_COLUMNS),
+            _md_row(["---"] + ["---:"] * (len(SPEND_COLUMNS) - 1)),
+            *(
+                _md_row([name] + [phase[c] for c in SPEND_COLUMNS[1:]])
+                for name, phase in (("service turns", spends["service"]), ("floor turns", spends["floor"]))
+                if phase
+            ),
+            "",
+        ]
     lines += [
         "## Invariants", "", "```", inv["summary"], "```", "",
         "## Traffic", "", "```", json.dumps(result["traffic"], indent=1), "```", "",
@@ -962,14 +1070,20 @@ METHOD = (
     "meet the same machine (find-max's floor publishes apart). Processing = the worker's processing_ms "
     "log field; lag = webhookEvents processedAt - receivedAt for events the worker processed (an upper "
     "bound of publish to processed). RSS from /proc/PID/status (peak of 0.5 s samples). Invariants are "
-    "read from Firestore and the DLQ subscription after the queue drained (tests/support/invariants.py)."
+    "read from Firestore and the DLQ subscription after the queue drained (tests/support/invariants.py). "
+    "The app's spends (--spend-share per delivery, in the service's and the floor's turns alike, from this "
+    "process on an AsyncClient of their own) run the app's points code (tests/support/app_double.py, 10 "
+    "attempts, 1 s initial backoff) on users whose order or subscription was accepted at least 1 s before; "
+    "a spend's latency is its whole transaction, contention retries included; an outcome the app's code "
+    "does not tell (retries exhausted, 30 s timeout) is settled by re-reading the spend's ledger entry after "
+    "the drain; the invariants check every debit and every wallet in the app's model."
 )
 
 
 def build_result(
     args: argparse.Namespace, stack: Stack, started_at: str, service: PhaseResult, floor: PhaseResult | None,
     verification: Verification, expectation: Expectation, rss: dict[str, Any], deliveries: Sequence[Delivery],
-    find_max: dict[str, Any] | None,
+    find_max: dict[str, Any] | None, book: SpendBook | None = None, spends: Sequence[Spend] = (),
 ) -> dict[str, Any]:  # fmt: skip
     s = service.summary()
     fl = floor.summary() if floor is not None else None
@@ -995,6 +1109,25 @@ def build_result(
         drain += f", NOT drained: {len(verification.pending)} pending"
     rss_cell = ", ".join(f"{k} {v['peak_mib']}" for k, v in rss.items()) or "n/a"
     dlq_cell = f"{inv.dlq_received} of {inv.dlq_expected}, duplicates {inv.dlq_duplicates}"
+    spend_run = book.summary() if book is not None else {}
+    s_sp, f_sp = s["spends"], (fl["spends"] if fl else None)
+    inconsistent = spend_run.get("inconsistent", 0)
+
+    def spend_ms(phase: dict[str, Any] | None) -> str:
+        return f"{phase['p50_ms']} / {phase['p95_ms']}" if phase and phase["attempted"] else "n/a"
+
+    spend_rows: list[tuple[str, str, str]] = [
+        ("app spends attempted / succeeded / refused",
+         f"{inv.spends + inv.spends_refused} / {inv.spends} / {inv.spends_refused}",
+         f"share {args.spend_share:g}; warm-up incl.; {spend_run.get('unknown', 0) + inconsistent} unknown, "
+         f"re-read: {spend_run.get('unknown_reread_written', 0)} written"),
+        ("app points spent / expired", f"{inv.points_spent} / {inv.points_expired}", "checked per wallet"),
+        ("spend p50 / p95 ms: service vs floor turns", f"{spend_ms(s_sp)} vs {spend_ms(f_sp)}",
+         f"{s_sp['attempted']} vs {f_sp['attempted'] if f_sp else 0} spends, same share"),
+        ("spend contention retries", f"{spend_run.get('retries', 0)}",
+         f"service turns {s_sp['retries']}, floor turns {f_sp['retries'] if f_sp else 0}"),
+        ("INCONSISTENT_PROMO_BALANCE", str(inconsistent), f"0: {verdict(inconsistent == 0)}"),
+    ]  # fmt: skip
     table: list[tuple[str, str, str]] = [
         ("answer p50 / p95 / p99 ms", f"{s['p50_ms']} / {s['p95_ms']} / {s['p99_ms']}",
          f"p95 < {TARGET_P95_MS:g} ms: {below(s['p95_ms'], TARGET_P95_MS)}"),
@@ -1011,6 +1144,7 @@ def build_result(
         ("RSS peak MiB", rss_cell, ""),
         ("lost / doubled", f"{len(inv.lost)} / {len(inv.doubled)}", "0 / 0"),
         ("DLQ (unknown_product)", dlq_cell, "exact"),
+        *(spend_rows if book is not None else []),
         ("invariants", "OK" if inv.ok and verification.drained else "FAILED", "OK"),
     ]  # fmt: skip
     labels = Counter(d.label for d in deliveries)
@@ -1024,6 +1158,7 @@ def build_result(
             "worker": stack.worker_kind,
             "users": args.users,
             "seed": args.seed,
+            "spend_share": args.spend_share,
             "floor_duration": args.floor_duration,
             "log_level": args.log_level,
             "find_max": bool(args.find_max),
@@ -1061,8 +1196,23 @@ def build_result(
             "pending": dict(list(verification.pending.items())[:10]),
         },
         "invariants": {**inv.to_dict(), "summary": inv.summary()},
+        "spends": {
+            "share": args.spend_share,
+            "run": spend_run,  # every turn, warm-up included, as the tool saw each outcome
+            "checked": {  # after the re-reads, as the invariants checked them
+                "attempted": inv.spends + inv.spends_refused,
+                "succeeded": inv.spends,
+                "refused": inv.spends_refused,
+                "points_spent": inv.points_spent,
+                "points_expired": inv.points_expired,
+            },
+            "service": s_sp,
+            "floor": f_sp,
+            "inconsistent": inconsistent,
+        },
         "traffic": {
             "deliveries_by_label": dict(labels),
+            "spends_planned": len(spends),
             "events": len(expectation.events),
             "users": len(expectation.uids),
             "skipped": service.skipped + (floor.skipped if floor is not None else 0),
@@ -1149,6 +1299,13 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     parser.add_argument("--users", type=int, default=0, help="distinct users (default: one per 6 deliveries)")
     parser.add_argument("--seed", type=int, default=None, help="random seed of the traffic plan")
     parser.add_argument(
+        "--spend-share",
+        type=float,
+        default=Mix.spend_share,
+        help=f"the app's spends per delivery, in the service's and the floor's turns alike "
+        f"(default {Mix.spend_share:g}; 0: none)",
+    )
+    parser.add_argument(
         "--worker", choices=("pull", "push"), default="pull", help="pull worker or push to serve"
     )
     parser.add_argument(
@@ -1206,33 +1363,44 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     args = parser.parse_args(argv)
     if args.rate <= 0 or args.duration <= 0:
         parser.error("--rate and --duration must be positive")
+    if not 0 <= args.spend_share <= 1:
+        parser.error("--spend-share must be between 0 and 1")
     if args.floor_duration is None:
         args.floor_duration = args.step_duration if args.find_max else args.duration
     return args
 
 
+def _mix(args: argparse.Namespace) -> Mix:
+    return Mix(spend_share=args.spend_share)
+
+
 def _warm_up(
-    args: argparse.Namespace, stack: Stack, factory: EventFactory, expectation: Expectation,
+    args: argparse.Namespace, stack: Stack, factory: EventFactory, sender: WebhookSender,
     users: Sequence[str], floor_users: Sequence[str], rng: random.Random, floor_target: FloorTarget,
 ) -> dict[str, Any]:  # fmt: skip
-    """Real traffic through the whole pipeline, then through the floor, before measuring: the emulators'
-    JVMs compile their hot paths and every client opens its channels. Its events count in the invariants;
-    its latencies are reported apart."""
-    rate = args.rate
-    deliveries = plan_traffic(factory, rate=rate, duration=args.warmup, users=users, rng=rng, mix=Mix())
-    sender = WebhookSender(stack.url, stack.secret, expectation)
-    phase = run_async(sender.run("warm-up", rate, args.warmup, deliveries))
+    """Real traffic (the app's spends included) through the whole pipeline, then through the floor, before
+    measuring: the emulators' JVMs compile their hot paths and every client opens its channels. Its events
+    and spends count in the invariants; its latencies are reported apart."""
+    rate, mix, book, expectation = args.rate, _mix(args), sender.book, sender.expectation
+    deliveries, spends = plan_phase(factory, rate=rate, duration=args.warmup, users=users, rng=rng, mix=mix)
+    phase = run_async(sender.run("warm-up", rate, args.warmup, deliveries, spends))
     floor_s = min(args.warmup, 5.0)
-    floor_part = plan_traffic(factory, rate=rate, duration=floor_s, users=floor_users, rng=rng, mix=Mix())
-    floor = run_async(run_floor(stack.project, floor_target, "floor warm-up", rate, floor_s, floor_part))
+    floor_part, floor_spends = plan_phase(
+        factory, rate=rate, duration=floor_s, users=floor_users, rng=rng, mix=mix
+    )
+    floor = run_async(
+        run_floor(stack.project, floor_target, "floor warm-up", rate, floor_s, floor_part, floor_spends, book)
+    )
     wait_drained(stack.project, expectation, timeout_s=60)
     # One more unmeasured turn of each after the drain: measured, the first seconds after it were slow
     # (p95 up to 96 ms for about 8 s, both emulators catching up with the drain's burst of reads), and
     # they fell on whichever turn came first.
-    part = plan_traffic(factory, rate=rate, duration=floor_s, users=users, rng=rng, mix=Mix())
-    service_settle = run_async(sender.run("settle", rate, floor_s, part))
-    part = plan_traffic(factory, rate=rate, duration=floor_s, users=floor_users, rng=rng, mix=Mix())
-    floor_settle = run_async(run_floor(stack.project, floor_target, "floor settle", rate, floor_s, part))
+    part, part_spends = plan_phase(factory, rate=rate, duration=floor_s, users=users, rng=rng, mix=mix)
+    service_settle = run_async(sender.run("settle", rate, floor_s, part, part_spends))
+    part, part_spends = plan_phase(factory, rate=rate, duration=floor_s, users=floor_users, rng=rng, mix=mix)
+    floor_settle = run_async(
+        run_floor(stack.project, floor_target, "floor settle", rate, floor_s, part, part_spends, book)
+    )
     return {
         "service": phase.summary(),
         "floor": floor.summary(),
@@ -1250,10 +1418,11 @@ def _floor_topic(stack: Stack, run: str) -> str:
     return topic
 
 
-def _slices(deliveries: Sequence[Delivery], total_s: float, rounds: int) -> list[list[Delivery]]:
-    """A phase's planned deliveries cut into `rounds` consecutive segments, each re-timed from 0."""
+def _slices(deliveries: Sequence[Timed], total_s: float, rounds: int) -> list[list[Timed]]:
+    """A phase's planned deliveries (or spends) cut into `rounds` consecutive segments, each re-timed
+    from 0."""
     size = total_s / rounds
-    slices: list[list[Delivery]] = [[] for _ in range(rounds)]
+    slices: list[list[Timed]] = [[] for _ in range(rounds)]
     for delivery in deliveries:
         k = min(rounds - 1, int(delivery.due // size))
         slices[k].append(dataclasses.replace(delivery, due=delivery.due - k * size))
@@ -1268,19 +1437,24 @@ def _absorb(total: PhaseResult, part: PhaseResult, offset_s: float) -> None:
     total.skipped += part.skipped
     total.wall_s += part.wall_s
     total.lag_s = max(total.lag_s, part.lag_s)
+    total.spends.absorb(part.spends, offset_s)
 
 
 def _interleaved(
     args: argparse.Namespace, stack: Stack, sender: WebhookSender, service_plan: Sequence[Delivery],
-    floor_plan: Sequence[Delivery], floor_target: FloorTarget,
+    floor_plan: Sequence[Delivery], floor_target: FloorTarget, service_spends: Sequence[Spend] = (),
+    floor_spends: Sequence[Spend] = (),
 ) -> tuple[PhaseResult, PhaseResult | None]:  # fmt: skip
     """The service and the floor take turns in short segments, so both meet the same machine: the same
-    emulator warmth, the same neighbours, the worker processing both one's and the other's events."""
+    emulator warmth, the same neighbours, the worker processing both one's and the other's events. Each
+    turn carries its share of the app's spends."""
     rounds = max(1, min(args.rounds, int(args.duration)))
     service = PhaseResult("service", args.rate, args.duration)
     floor = PhaseResult("floor", args.rate, args.floor_duration) if floor_plan else None
     service_slices = _slices(service_plan, args.duration, rounds)
     floor_slices = _slices(floor_plan, args.floor_duration, rounds) if floor_plan else []
+    service_spend_slices = _slices(service_spends, args.duration, rounds)
+    floor_spend_slices = _slices(floor_spends, args.floor_duration, rounds) if floor_plan else []
     service_s, floor_s = args.duration / rounds, args.floor_duration / rounds
     began = time.perf_counter()
     for k in range(rounds):
@@ -1289,12 +1463,17 @@ def _interleaved(
         for turn in ("service", "floor") if k % 2 == 0 else ("floor", "service"):
             offset = time.perf_counter() - began
             if turn == "service":
-                part = run_async(sender.run("service", args.rate, service_s, service_slices[k]))
+                part = run_async(
+                    sender.run("service", args.rate, service_s, service_slices[k], service_spend_slices[k])
+                )
                 _absorb(service, part, offset)
             elif floor is not None:
                 part = run_async(
-                    run_floor(stack.project, floor_target, "floor", args.rate, floor_s, floor_slices[k])
-                )
+                    run_floor(
+                        stack.project, floor_target, "floor", args.rate, floor_s, floor_slices[k],
+                        floor_spend_slices[k], sender.book,
+                    )
+                )  # fmt: skip
                 _absorb(floor, part, offset)
     return service, floor
 
@@ -1315,44 +1494,61 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         # The floor writes the service's own records and publishes to its topic: the worker processes
         # the floor's events too, and the invariants check them.
         events_topic = stack.settings.topic_path(stack.settings.pubsub_topic)
-        pipeline_floor = FloorTarget(events_topic, EVENTS, expectation)
+        keys = stack.settings.event_signing_keys
+        signer = EventSigner(keys) if keys else None
+        if signer is None:
+            print(
+                "load: no EVENT_SIGNING_KEYS: the floor's messages go unsigned (the worker dead-letters "
+                "them)",
+                file=sys.stderr,
+                flush=True,
+            )
+        pipeline_floor = FloorTarget(events_topic, EVENTS, expectation, signer)
+        # The app's spends, recorded in the same expectation (bench/load_spends.py).
+        book = SpendBook(expectation, stack.project)
+        sender = WebhookSender(stack.url, stack.secret, expectation, book)
         print(f"warming up for {args.warmup:g} s ({stack.url}) ...", file=sys.stderr, flush=True)
-        warm = _warm_up(args, stack, factory, expectation, users, floor_users, rng, pipeline_floor)
+        warm = _warm_up(args, stack, factory, sender, users, floor_users, rng, pipeline_floor)
         rss = RssSampler(stack.pids).start()
-        sender = WebhookSender(stack.url, stack.secret, expectation)
         find_max: dict[str, Any] | None = None
+        spends: list[Spend] = []
         floor: PhaseResult | None = None
         if args.find_max:
-            apart = FloorTarget(_floor_topic(stack, run), f"loadFloor-{run}")
+            apart = FloorTarget(_floor_topic(stack, run), f"loadFloor-{run}", signer=signer)
             # The plan, the expectation and the clients live as long as the run: frozen out of the
             # collector's reach, a full collection no longer pauses the sender and the floor (100-300 ms
             # each, measured, with them in).
             freeze_startup_heap()
-            service, floor, find_max, deliveries = _find_max(
-                args, stack, factory, expectation, run, rng, apart
+            service, floor, find_max, deliveries, spends = _find_max(
+                args, stack, factory, sender, run, rng, apart
             )
         else:
-            deliveries = plan_traffic(
-                factory, rate=args.rate, duration=args.duration, users=users, rng=rng, mix=Mix()
+            deliveries, spends = plan_phase(
+                factory, rate=args.rate, duration=args.duration, users=users, rng=rng, mix=_mix(args)
             )
             floor_plan: list[Delivery] = []
+            floor_spends: list[Spend] = []
             if args.floor_duration > 0:
-                floor_plan = plan_traffic(
+                floor_plan, floor_spends = plan_phase(
                     factory, rate=args.rate, duration=args.floor_duration, users=floor_users, rng=rng,
-                    mix=Mix(),
+                    mix=_mix(args),
                 )  # fmt: skip
             print(
-                f"load: {len(deliveries)} deliveries at {args.rate:g}/s for {args.duration:g} s, "
-                f"{len(floor_plan)} through the floor, in turns ...",
+                f"load: {len(deliveries)} deliveries and {len(spends)} spends at {args.rate:g}/s for "
+                f"{args.duration:g} s, {len(floor_plan)} and {len(floor_spends)} through the floor, "
+                "in turns ...",
                 file=sys.stderr,
                 flush=True,
             )
             freeze_startup_heap()  # as for find-max above
-            service, floor = _interleaved(args, stack, sender, deliveries, floor_plan, pipeline_floor)
+            service, floor = _interleaved(
+                args, stack, sender, deliveries, floor_plan, pipeline_floor, spends, floor_spends
+            )
             deliveries = [*deliveries, *floor_plan]
+            spends = [*spends, *floor_spends]
         rss_result = rss.stop()
         print("waiting for the queue to drain and checking the invariants ...", file=sys.stderr, flush=True)
-        verification = verify(stack, expectation, drain_timeout_s=args.drain_timeout)
+        verification = verify(stack, expectation, book, drain_timeout_s=args.drain_timeout)
         result = build_result(
             args,
             stack,
@@ -1364,6 +1560,8 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
             rss_result,
             deliveries,
             find_max,
+            book,
+            spends,
         )
         result["warm_up"] = warm
         print_table(result)
@@ -1371,7 +1569,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         print(f"\nreport: {report} (and .json, .png)")
         if stack.workdir is not None:
             print(f"service logs: {stack.workdir}")
-    return 0 if verification.report.ok and verification.drained else 1
+    return 0 if verification.report.ok and verification.drained and not book.inconsistent else 1
 
 
 def _sustained(summary: dict[str, Any]) -> bool:
@@ -1380,13 +1578,16 @@ def _sustained(summary: dict[str, Any]) -> bool:
 
 
 def _find_max(
-    args: argparse.Namespace, stack: Stack, factory: EventFactory, expectation: Expectation, run: str,
+    args: argparse.Namespace, stack: Stack, factory: EventFactory, sender: WebhookSender, run: str,
     rng: random.Random, floor_target: FloorTarget,
-) -> tuple[PhaseResult, PhaseResult | None, dict[str, Any], list[Delivery]]:  # fmt: skip
+) -> tuple[PhaseResult, PhaseResult | None, dict[str, Any], list[Delivery], list[Spend]]:  # fmt: skip
     """Raise the rate step by step (bounded in steps and time), for the service and for the floor, each
     until its answer p95 passes 50 ms or it answers an error. Between steps the queue drains (bounded).
-    Returns the highest sustained service step (else the first), its floor step, the summary and every
-    delivery."""
+    Returns the highest sustained service step (else the first), its floor step, the summary, every
+    delivery and every spend. A step's floor sends the same deliveries (to its own collection) and spends
+    of its own, planned alike on the same users: from the wallets the service's step credited (or from
+    none, refused, once the service stopped)."""
+    expectation = sender.expectation
     began = time.monotonic()
     rate = args.rate
     service_ok = floor_ok = True
@@ -1394,21 +1595,25 @@ def _find_max(
     steps: list[dict[str, Any]] = []
     phases: list[tuple[PhaseResult | None, PhaseResult | None, bool]] = []
     all_deliveries: list[Delivery] = []
-    sender = WebhookSender(stack.url, stack.secret, expectation)
+    all_spends: list[Spend] = []
     for index in range(args.max_steps):
         if not (service_ok or floor_ok) or time.monotonic() - began > args.max_time:
             break
         users = [f"load-{run}-s{index}-u{i}" for i in range(max(20, round(rate * args.step_duration / 6)))]
-        deliveries = plan_traffic(
-            factory, rate=rate, duration=args.step_duration, users=users, rng=rng, mix=Mix()
+        deliveries, spends = plan_phase(
+            factory, rate=rate, duration=args.step_duration, users=users, rng=rng, mix=_mix(args)
         )
+        floor_spends = plan_spends(deliveries, share=args.spend_share, rng=rng, delay_s=Mix.spend_delay_s)
         all_deliveries += deliveries
         step: dict[str, Any] = {"rate": round(rate, 1)}
         service = floor = None
         service_sustained = False
         if service_ok:
             print(f"find-max step {index + 1}: service at {rate:g}/s ...", file=sys.stderr, flush=True)
-            service = run_async(sender.run(f"service {rate:g}/s", rate, args.step_duration, deliveries))
+            service = run_async(
+                sender.run(f"service {rate:g}/s", rate, args.step_duration, deliveries, spends)
+            )
+            all_spends += spends
             step["service"] = service.summary()
             t0 = time.monotonic()
             wait_s = min(90.0, args.drain_timeout)
@@ -1431,8 +1636,11 @@ def _find_max(
                     rate,
                     args.step_duration,
                     deliveries,
+                    floor_spends,
+                    sender.book,
                 )
             )
+            all_spends += floor_spends
             step["floor"] = floor.summary()
             floor_sustained = step["floor"]["sustained"] = _sustained(step["floor"])
             if floor_sustained:
@@ -1454,7 +1662,7 @@ def _find_max(
         "steps": steps,
     }
     assert service is not None
-    return service, floor, summary, all_deliveries
+    return service, floor, summary, all_deliveries, all_spends
 
 
 if __name__ == "__main__":

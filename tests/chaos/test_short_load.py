@@ -1,6 +1,7 @@
 """A short run of the load tool (`bench/load.py`, as `make test` can afford: a few hundred
-events) on the session emulators, with its own serve and pull worker: zero lost, zero
-doubled, the DLQ exact. Also: `paynow-service loadtest` reaches the same tool."""
+events and the app's spends among them) on the session emulators, with its own serve and
+pull worker: zero lost, zero doubled, the DLQ exact, every spend checked and no wallet
+broken. Also: `paynow-service loadtest` reaches the same tool."""
 
 from __future__ import annotations
 
@@ -52,12 +53,31 @@ def test_short_load_loses_nothing_doubles_nothing_and_dead_letters_exactly(
     assert min(result["rss"]["server"]["peak_mib"], result["rss"]["worker"]["peak_mib"]) > 0
     assert min(result["processing_ms"]["count"], result["lag_ms"]["count"]) > 0
     assert "invariants: OK" in run.stdout
+    # The app's spends, beside the traffic in both kinds of turns, and every one checked.
+    spends = result["spends"]
+    assert spends["inconsistent"] == 0, spends
+    assert inv["spends"] >= 10, spends
+    assert "spends_refused" in inv
+    checks = inv["checks"]
+    assert checks["spends_exact"]["checked"] >= 10
+    assert all(
+        checks[name]["ok"] for name in ("spends_exact", "wallet_in_app_model", "wallet_equals_expected")
+    )
+    assert (
+        spends["checked"]["attempted"] == inv["spends"] + inv["spends_refused"] == spends["run"]["attempted"]
+    )
+    settled = spends["run"]["unknown_reread_written"] + spends["run"]["unknown_reread_unwritten"]
+    assert settled == spends["run"]["unknown"] + spends["run"]["inconsistent"]  # every one re-read
+    assert min(spends["service"]["attempted"], spends["floor"]["attempted"]) > 0, spends
+    assert spends["service"]["p95_ms"] > 0
+    assert "INCONSISTENT_PROMO_BALANCE" in run.stdout
 
 
 def test_loadtest_command_runs_the_load_tool() -> None:
     result = run_cli("loadtest", "--", "--help", env={}, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--find-max" in result.stdout
+    assert "--spend-share" in result.stdout
     assert "paynow-service loadtest" in result.stdout
     bad = run_cli("loadtest", "--", "--rate", "0", env={}, timeout=60)
     assert bad.returncode == 2

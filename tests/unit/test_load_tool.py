@@ -1,14 +1,39 @@
 """The load tool's own bookkeeping: which deliveries go out, and how the service's and the
-floor's turns are cut and put back together (bench/load.py, tests/support/invariants.py)."""
+floor's turns are cut and put back together; the app's spends among them, and how their
+outcomes are recorded (bench/load.py, bench/load_spends.py, tests/support/invariants.py)."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
+from google.api_core import exceptions as gexc
 
-from bench.load import CATALOG, Delivery, Mix, PhaseResult, Sample, _absorb, _slices, plan_traffic
+from bench.load import (
+    CATALOG,
+    Delivery,
+    Mix,
+    PhaseResult,
+    Sample,
+    _absorb,
+    _slices,
+    open_loop,
+    parse_args,
+    plan_traffic,
+)
+from bench.load_spends import (
+    CREDITING,
+    LARGE_COSTS,
+    SMALL_COSTS,
+    Spend,
+    SpendBook,
+    SpendSample,
+    SpendStats,
+    plan_spends,
+    spend_outcome,
+)
 from paynow_service.domain.catalog import Catalog
+from tests.support.app_double import INCONSISTENT_PROMO_BALANCE, INSUFFICIENT_POINTS, AppError
 from tests.support.invariants import EventFactory, Expectation
 
 
@@ -66,3 +91,120 @@ def test_a_delivery_is_retimed_not_changed() -> None:
     planned = EventFactory(Catalog.from_toml(CATALOG), rng=random.Random(5)).order("u9")
     [[only]] = _slices([Delivery(4.5, planned, label="order")], 6, 2)[1:]
     assert (round(only.due, 2), only.planned, only.label) == (1.5, planned, "order")
+
+
+# ---- the app's spends (bench/load_spends.py) ----------------------------------------------------
+
+
+def spend_plan(
+    factory: EventFactory, seed: int, *, share: float = 0.15
+) -> tuple[list[Delivery], list[Spend]]:
+    users = [f"u{i}" for i in range(30)]
+    deliveries = plan_traffic(factory, rate=20, duration=30, users=users, rng=random.Random(1), mix=Mix())
+    return deliveries, plan_spends(deliveries, share=share, rng=random.Random(seed), delay_s=1.0)
+
+
+def test_the_spend_plan_of_a_seed_is_deterministic(factory: EventFactory) -> None:
+    deliveries, first = spend_plan(factory, 11)
+    again = plan_spends(deliveries, share=0.15, rng=random.Random(11), delay_s=1.0)
+    other = plan_spends(deliveries, share=0.15, rng=random.Random(12), delay_s=1.0)
+    assert first == again
+    assert first != other
+
+
+def test_the_spend_share_is_respected_and_zero_turns_spends_off(factory: EventFactory) -> None:
+    deliveries, spends = spend_plan(factory, 5)
+    assert len(deliveries) == 600
+    assert len(spends) == 90  # floor(0.15 * 600): the first second's spends only wait for a buyer
+    assert len(spend_plan(factory, 5, share=0.5)[1]) == 300
+    assert spend_plan(factory, 5, share=0)[1] == []
+    assert plan_spends([], share=0.15, rng=random.Random(1)) == []
+
+
+def test_each_spend_is_on_a_user_who_bought_before_on_the_open_loop_schedule(factory: EventFactory) -> None:
+    deliveries, spends = spend_plan(factory, 9)
+    by_id = {d.planned.event_id: d for d in deliveries if not d.duplicate}
+    dues = [s.due for s in spends]
+    assert dues == sorted(dues)
+    assert all(0 < due < 30 for due in dues)
+    assert len({s.action_id for s in spends}) == len(spends)
+    for spend in spends:
+        origin = by_id[spend.needs]
+        assert origin.label in CREDITING
+        assert origin.planned.expected.uid == spend.uid
+        assert sum(origin.planned.expected.entries.values()) > 0
+        assert origin.due <= spend.due - 1.0
+        assert spend.due not in {d.due for d in deliveries}  # between two deliveries, not on one
+    costs = [s.cost for s in spends]
+    assert all(c in SMALL_COSTS or c in LARGE_COSTS for c in costs)
+    assert 0 < sum(c in LARGE_COSTS for c in costs) < len(costs) / 4  # most affordable, some not
+
+
+def test_spends_are_cut_into_turns_like_deliveries(factory: EventFactory) -> None:
+    _, spends = spend_plan(factory, 3)
+    slices = _slices(spends, 30, 4)
+    assert [s.action_id for part in slices for s in part] == [s.action_id for s in spends]
+    assert all(0 <= s.due < 7.5 for part in slices for s in part)
+
+
+async def test_open_loop_starts_deliveries_and_spends_each_on_its_own_schedule(factory: EventFactory) -> None:
+    planned = factory.order("u1")
+    deliveries = [Delivery(0.0, planned, label="order"), Delivery(0.02, planned, duplicate=True)]
+    spends = [Spend(0.01, "u1", 10, "a1", planned.event_id)]
+    started: list[str] = []
+
+    async def one(delivery: Delivery, start: float) -> None:
+        started.append("duplicate" if delivery.duplicate else "order")
+
+    async def spend(item: Spend, start: float) -> None:
+        started.append(item.action_id)
+
+    await open_loop(deliveries, one, PhaseResult("p", 100, 1), spends, spend)
+    assert started == ["order", "a1", "duplicate"]
+
+
+def test_spend_outcomes_are_told_only_by_success_and_insufficient_points() -> None:
+    assert spend_outcome(None) == "spent"
+    assert spend_outcome(AppError(INSUFFICIENT_POINTS)) == "refused"
+    assert spend_outcome(AppError(INCONSISTENT_PROMO_BALANCE)) == "inconsistent"
+    assert spend_outcome(TimeoutError()) == "unknown"
+    assert spend_outcome(gexc.Aborted("contention")) == "unknown"
+
+
+def test_the_book_records_what_is_known_and_rereads_the_rest() -> None:
+    expectation = Expectation()
+    book = SpendBook(expectation, "p")
+    spends = [Spend(0.1 * i, f"u{i}", 10 * (i + 1), f"a{i}", "e") for i in range(4)]
+    for spend, outcome in zip(spends, ("spent", "refused", "unknown", "inconsistent"), strict=True):
+        book.record(spend, outcome)
+    assert {a: (s.uid, s.cost, s.spent) for a, s in expectation.spends.items()} == {
+        "a0": ("u0", 10, True),
+        "a1": ("u1", 20, False),
+    }
+    assert book.inconsistent == ["u3/a3"]
+    book.resolve_with(["a2"])
+    assert (expectation.spends["a2"].spent, expectation.spends["a3"].spent) == (True, False)
+    assert (book.reread_written, book.reread_unwritten, book.unresolved) == (1, 1, [])
+    summary = book.summary()
+    assert (summary["attempted"], summary["spent"], summary["inconsistent"]) == (4, 1, 1)
+    with pytest.raises(AssertionError, match="twice"):
+        book.record(spends[0], "spent")
+
+
+def test_spend_stats_move_onto_the_run_clock_and_add_up() -> None:
+    total, part = SpendStats(), SpendStats()
+    part.samples = [SpendSample(0.5, 12.0, "spent"), SpendSample(0.7, 40.0, "unknown", "TimeoutError")]
+    part.skipped, part.retries = 1, 3
+    total.absorb(part, 2.0)
+    summary = total.summary()
+    assert [s.t for s in total.samples] == [2.5, 2.7]
+    assert (summary["attempted"], summary["spent"], summary["unknown"], summary["skipped"]) == (2, 1, 1, 1)
+    assert (summary["retries"], summary["p50_ms"], summary["p95_ms"]) == (3, 12.0, 40.0)
+    assert summary["errors"] == {"TimeoutError": 1}
+
+
+def test_the_spend_share_option() -> None:
+    assert parse_args([]).spend_share == 0.15
+    assert parse_args(["--spend-share", "0"]).spend_share == 0
+    with pytest.raises(SystemExit):
+        parse_args(["--spend-share", "1.5"])
