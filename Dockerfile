@@ -2,7 +2,7 @@
 # (`infra`, `dlq`, `sweep`). Cloud Run picks the command with `--args`, e.g. `--args=grpc`.
 #
 #   docker build -t paynow-service .
-#   docker run --rm -p 8080:8080 -e PAYNOW_WEBHOOK_SECRETS=... paynow-service        # serve on $PORT
+#   docker run --rm -p 8080:8080 -e PAYNOW_WEBHOOK_SECRETS=... -e EVENT_SIGNING_KEYS=... paynow-service  # serve
 #   docker run --rm paynow-service infra plan                                         # any command
 ARG PYTHON_IMAGE=python:3.11-slim
 

@@ -41,11 +41,13 @@ from bench.benchlib import floor_item, open_loop, percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
+from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner  # noqa: E402
 from paynow_service.domain.signature import sign  # noqa: E402
 from paynow_service.entrypoints.test_webhook import build_event  # noqa: E402
 from tests.support.processes import ServiceProcess  # noqa: E402
 
 SECRET = "pn-bench-secret"
+SIGNING_KEY = "bench-event-signing-key-0123456789abcdef"  # EVENT_SIGNING_KEYS of the bench's serve
 PRODUCT = "411486491630370816"
 CATALOG = f'[products."{PRODUCT}"]\npoints = 500\n'
 
@@ -66,6 +68,7 @@ class Floor:
         self.db = firestore.AsyncClient(project=settings.google_cloud_project)
         self.publisher = PublisherAsyncClient()
         self.topic = settings.topic_path(settings.pubsub_topic)
+        self.signer = EventSigner(settings.event_signing_keys)
 
     async def segment(self, rate: float, duration: float, tag: str) -> tuple[list[float], int]:
         bodies = events(int(rate * duration), tag)
@@ -76,9 +79,9 @@ class Floor:
             item = prepared[i]
             document = item.document(dt.datetime.now(dt.UTC))
             await self.db.collection("benchFloor").document(item.event_id).create(document, timeout=10)
-            message = PubsubMessage(
-                data=item.data, attributes=item.attributes, ordering_key=item.ordering_key
-            )
+            # The webhook's MAC, computed per delivery as the webhook does.
+            attributes = {**item.attributes, ATTR_EVENT_MAC: self.signer.sign(item.data)}
+            message = PubsubMessage(data=item.data, attributes=attributes, ordering_key=item.ordering_key)
             await self.publisher.publish(topic=self.topic, messages=[message], retry=None, timeout=10)
             return True
 
@@ -178,6 +181,7 @@ def main() -> int:
     env = {
         **stack.env(),
         "PAYNOW_WEBHOOK_SECRETS": SECRET,
+        "EVENT_SIGNING_KEYS": SIGNING_KEY,
         "PRODUCT_CATALOG": str(catalog),
         "HTTP_ROUTES": "webhook",
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),

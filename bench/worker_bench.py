@@ -9,10 +9,11 @@ After an unmeasured warm-up of each side (the emulators' JVMs are much slower co
 and worker run in alternating blocks, so drift and the neighbours' load hit both alike.
 
 worker: realistic ON_ORDER_COMPLETED PaymentEvents (`build_event` -> `parse_webhook` ->
-`encode_event`, many distinct users, ordering key = uid) are published straight to the
-topic with the GAPIC PublisherAsyncClient at a fixed rate, each on its own schedule (open
-loop), and each publish time is recorded. Processing time is the worker's own
-`processing_ms` ("Worker processed event successfully" lines of its log). Lag is
+`encode_event`, many distinct users, ordering key = uid), signed as the webhook signs them
+(`event_mac`), are published straight to the topic with the GAPIC PublisherAsyncClient at a
+fixed rate, each on its own schedule (open loop), and each publish time is recorded.
+Processing time is the worker's own `processing_ms` ("Worker processed event successfully"
+lines of its log). Lag is
 `webhookEvents/{id}.processedAt` (read back from Firestore after the run) minus the
 publish time, same machine clock; also shown: publish -> "Worker received message" (log
 time) and publish -> commit (the document's update time).
@@ -62,6 +63,7 @@ from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.events import PaymentEvent  # noqa: E402
 from paynow_service.domain.paynow import parse_webhook  # noqa: E402
+from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner  # noqa: E402
 from paynow_service.entrypoints.test_webhook import build_event  # noqa: E402
 from tests.support.processes import ServiceProcess  # noqa: E402
 
@@ -69,6 +71,8 @@ PRODUCT = "411486491630370816"
 POINTS = 500
 CATALOG = f'[products."{PRODUCT}"]\npoints = {POINTS}\n'
 OP_TIMEOUT_S = 30
+# The worker credits only signed events: the bench publishes as the webhook does (EVENT_SIGNING_KEYS).
+SIGNING_KEY = "bench-event-signing-key-0123456789abcdef"
 PROCESSED = "Worker processed event successfully"
 RECEIVED = "Worker received message"
 
@@ -218,10 +222,12 @@ async def publish_all(
     events: list[PaymentEvent],
     rate: float,
     run: WorkerRun | None,
+    signer: EventSigner,
 ) -> tuple[list[float], int]:
     messages = []
     for event in events:
         data, attributes = encode_event(event)
+        attributes[ATTR_EVENT_MAC] = signer.sign(data)
         messages.append(
             PubsubMessage(data=data, attributes=attributes, ordering_key=event.resolved_ordering_key())
         )
@@ -288,7 +294,8 @@ async def worker_block(
     events = make_events(count, tag, users, first)
     wanted = {e.event_id for e in events}
     run.wanted |= wanted
-    latencies, failures = await publish_all(c.publisher, c.topic, events, rate, run)
+    signer = EventSigner(c.settings.event_signing_keys)
+    latencies, failures = await publish_all(c.publisher, c.topic, events, rate, run, signer)
     run.publish_ms += latencies
     run.publish_failures += failures
     drained_from = time.monotonic()
@@ -430,7 +437,12 @@ def main() -> int:
     os.environ.update(stack.env())
     catalog = workdir / "catalog.toml"
     catalog.write_text(CATALOG)
-    env = {**stack.env(), "PRODUCT_CATALOG": str(catalog), "LOG_LEVEL": "INFO"}
+    env = {
+        **stack.env(),
+        "PRODUCT_CATALOG": str(catalog),
+        "LOG_LEVEL": "INFO",
+        "EVENT_SIGNING_KEYS": SIGNING_KEY,
+    }
     settings = Settings.from_env(env)
     worker: ServiceProcess | None = None
     try:

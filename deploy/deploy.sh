@@ -62,6 +62,7 @@ PUBSUB_DLQ_SUBSCRIPTION="${PUBSUB_DLQ_SUBSCRIPTION:-paynow-events-dlq-sub}"
 MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-5}"
 
 WEBHOOK_SECRET="${WEBHOOK_SECRET:-paynow-webhook-secrets}"
+SIGNING_SECRET="${SIGNING_SECRET:-paynow-event-signing-keys}"
 CATALOG_SECRET="${CATALOG_SECRET-paynow-product-catalog}"
 CATALOG_PATH="/etc/paynow/catalog.toml"
 PAYNOW_STORE_ID="${PAYNOW_STORE_ID:-}"
@@ -214,6 +215,7 @@ fi
 # ---- 4. secrets, service accounts, project-level IAM -----------------------------------------
 step "Secrets"
 require_secret "$WEBHOOK_SECRET" "PAYNOW_WEBHOOK_SECRETS: comma list of PayNow webhook secrets"
+require_secret "$SIGNING_SECRET" "EVENT_SIGNING_KEYS: comma list of event signing keys, 32+ characters each, the first signs"
 if [[ -n "$CATALOG_SECRET" ]]; then
   require_secret "$CATALOG_SECRET" "PRODUCT_CATALOG: the TOML product catalog"
 else
@@ -249,6 +251,11 @@ fi
 step "Secret access"
 gc secrets add-iam-policy-binding "$WEBHOOK_SECRET" \
   --member="serviceAccount:$WEBHOOK_SA" --role=roles/secretmanager.secretAccessor > /dev/null
+# The webhook and sweep (webhook SA) sign the events they publish; the worker verifies them.
+for sa in "$WEBHOOK_SA" "$WORKER_SA"; do
+  gc secrets add-iam-policy-binding "$SIGNING_SECRET" \
+    --member="serviceAccount:$sa" --role=roles/secretmanager.secretAccessor > /dev/null
+done
 if [[ -n "$CATALOG_SECRET" ]]; then
   for sa in "$WEBHOOK_SA" "$WORKER_SA"; do
     gc secrets add-iam-policy-binding "$CATALOG_SECRET" \
@@ -271,6 +278,8 @@ common_env=(
   "PUBSUB_DLQ_SUBSCRIPTION=$PUBSUB_DLQ_SUBSCRIPTION"
   "MAX_DELIVERY_ATTEMPTS=$MAX_DELIVERY_ATTEMPTS"
 )
+# Every service or job that publishes events (webhook, sweep) or verifies them (worker).
+signing_secret="--update-secrets=EVENT_SIGNING_KEYS=${SIGNING_SECRET}:latest"
 catalog_env=()
 catalog_secret=()
 if [[ -n "$CATALOG_SECRET" ]]; then
@@ -283,7 +292,7 @@ gc run deploy "$WORKER_SERVICE" --image="$IMAGE" --region="$REGION" \
   --service-account="$WORKER_SA" --no-allow-unauthenticated --args=serve \
   "$(env_flag "${common_env[@]}" ${catalog_env[@]+"${catalog_env[@]}"} HTTP_ROUTES=push \
     "PUSH_AUDIENCE=$PUSH_AUDIENCE" "PUSH_SERVICE_ACCOUNT=$PUSH_SA")" \
-  ${catalog_secret[@]+"${catalog_secret[@]}"} --timeout=600 --concurrency=32 --min-instances=0 \
+  "$signing_secret" ${catalog_secret[@]+"${catalog_secret[@]}"} --timeout=600 --concurrency=32 --min-instances=0 \
   --max-instances="$WORKER_MAX_INSTANCES"
 gc run services add-iam-policy-binding "$WORKER_SERVICE" --region="$REGION" \
   --member="serviceAccount:$PUSH_SA" --role=roles/run.invoker > /dev/null
@@ -303,7 +312,8 @@ fi
 gc run deploy "$WEBHOOK_SERVICE" --image="$IMAGE" --region="$REGION" \
   --service-account="$WEBHOOK_SA" --allow-unauthenticated --args=serve \
   "$(env_flag "${webhook_env[@]}")" \
-  "--update-secrets=PAYNOW_WEBHOOK_SECRETS=${WEBHOOK_SECRET}:latest" ${catalog_secret[@]+"${catalog_secret[@]}"} \
+  "--update-secrets=PAYNOW_WEBHOOK_SECRETS=${WEBHOOK_SECRET}:latest" "$signing_secret" \
+  ${catalog_secret[@]+"${catalog_secret[@]}"} \
   --timeout=30 --min-instances="$WEBHOOK_MIN_INSTANCES" --cpu-boost
 
 step "Cloud Run: $POINTS_SERVICE (PointsService gRPC, private)"
@@ -373,7 +383,7 @@ if [[ -n "$SWEEP_SCHEDULE" ]]; then
   # sweep does what the webhook does (publish recorded events): same identity.
   gc run jobs deploy "$SWEEP_JOB" --image="$IMAGE" --region="$REGION" \
     --service-account="$WEBHOOK_SA" --args=sweep --max-retries=0 --task-timeout=600 \
-    "$(env_flag "${common_env[@]}")"
+    "$(env_flag "${common_env[@]}")" "$signing_secret"
   gc run jobs add-iam-policy-binding "$SWEEP_JOB" --region="$REGION" \
     --member="serviceAccount:$SCHEDULER_SA" --role=roles/run.invoker > /dev/null
   sweep_uri="https://run.googleapis.com/v2/projects/${PROJECT_ID}/locations/${REGION}/jobs/${SWEEP_JOB}:run"

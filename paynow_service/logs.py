@@ -2,7 +2,8 @@
 
 `severity` is top level so Cloud Logging lifts it into the entry. Fields passed with
 `extra={"fields": {...}}` are merged in. Anything that looks like a PayNow secret or a
-bearer token is redacted from the whole line, whatever field it hides in.
+bearer token, and every registered secret (`register_secrets`: the event signing keys), is
+redacted from the whole line, whatever field it hides in.
 
 The long-running processes write their lines from a background thread: a write to stdout
 can block (a file whose journal is committing, a full pipe to the log agent), and the
@@ -18,6 +19,7 @@ import logging.handlers
 import queue
 import re
 import sys
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +30,9 @@ _SECRET_PATTERNS = (
     re.compile(r"eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]*"),
 )
 REDACTED = "[REDACTED]"
+# Secrets without a recognisable shape (EVENT_SIGNING_KEYS), registered once read: redacted
+# as they are and as JSON escapes them. Replaced whole, never mutated (read from any thread).
+_literal_secrets: tuple[str, ...] = ()
 
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
@@ -38,8 +43,21 @@ _SEVERITY = {
 }
 
 
+def register_secrets(values: Iterable[str]) -> None:
+    """Redact these exact values from every line from now on (keys of at least 8 characters)."""
+    global _literal_secrets
+    forms = {*_literal_secrets}
+    for value in values:
+        if len(value) >= 8:
+            forms.update((value, json.dumps(value)[1:-1]))
+    _literal_secrets = tuple(sorted(forms, key=len, reverse=True))
+
+
 def redact(text: str) -> str:
     """Remove secrets and tokens from any text."""
+    for secret in _literal_secrets:
+        if secret in text:
+            text = text.replace(secret, REDACTED)
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub(REDACTED, text)
     return text

@@ -1,11 +1,15 @@
-"""Dead letters: the original message (or the encoded event) plus `reason` and `error_class`."""
+"""Dead letters: the original message (or the encoded event) plus `reason` and `error_class`.
+
+A message dead-lettered by the worker keeps its data and every attribute, `event_mac` included
+(a forged one stays unverified, a genuine one verifies again when replayed). An event this
+process encodes itself (the webhook's own terminal failures) came from our webhook: it is signed.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
 
-from paynow_service.adapters.event_codec import encode_event
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.logs import redact
@@ -31,7 +35,7 @@ class PubSubDeadLetters:
         if raw is not None:
             data, attributes = raw[0], dict(raw[1])
         elif event is not None:
-            data, attributes = encode_event(event)
+            data, attributes = self._publisher.encode_signed(event)
         else:
             raise ValueError("a dead letter needs the event or the raw message")
         if event is not None:

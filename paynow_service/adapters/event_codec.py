@@ -9,6 +9,7 @@ even parse, and must be dead-lettered as `incompatible_schema`, not as garbage.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from google.protobuf.message import DecodeError
@@ -109,7 +110,7 @@ def decode_event(data: bytes, attributes: Mapping[str, str]) -> ev.PaymentEvent:
     not readable here; `MalformedMessageError` for undecodable data, a missing id or
     type, a detail that does not fit the type, or attributes that contradict the data.
     """
-    version = _readable_version(attributes)
+    version = check_schema_version(attributes)
     message = pb.PaymentEvent()
     try:
         message.ParseFromString(data)
@@ -152,7 +153,20 @@ def decode_event(data: bytes, attributes: Mapping[str, str]) -> ev.PaymentEvent:
     return event
 
 
-def _readable_version(attributes: Mapping[str, str]) -> int:
+def is_legacy_message(data: bytes) -> bool:
+    """A message of the app's old publisher: JSON `{version, minCompatible, eventId, eventType, ...}`
+    (any JSON object with a `version` field), never a PaymentEvent."""
+    if data.lstrip()[:1] != b"{":
+        return False  # the cheap test first: a PaymentEvent is not JSON
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
+        return False
+    return isinstance(doc, dict) and "version" in doc
+
+
+def check_schema_version(attributes: Mapping[str, str]) -> int:
+    """The message's `schema_version` attribute, when this code reads it (IncompatibleSchemaError)."""
     raw = attributes.get(ATTR_SCHEMA_VERSION)
     if raw is None:
         raise IncompatibleSchemaError("message has no schema_version attribute")

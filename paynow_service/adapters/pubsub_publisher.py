@@ -9,6 +9,9 @@ Built on the GAPIC `PublisherAsyncClient` rather than the batching `PublisherCli
 - no batch timer and no thread hop: the answer comes as soon as the server confirms.
 Per-key order holds because a webhook answers only after its publish is confirmed.
 The client is created on first use, inside the serving event loop it belongs to.
+Every event this process encodes is signed (`event_mac`, domain/provenance.py) with the
+first of EVENT_SIGNING_KEYS; `publish` sends data and attributes as given (a replay
+forwards a dead letter's MAC, it never signs).
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from google.pubsub_v1 import PublisherAsyncClient
 from google.pubsub_v1.types import PubsubMessage
 
 from paynow_service.adapters.event_codec import encode_event
-from paynow_service.config import Settings
+from paynow_service.config import ConfigError, Settings
 from paynow_service.domain.errors import TransientError
 from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner
 
 
 class PublishError(TransientError):
@@ -36,6 +40,8 @@ class PubSubPublisher:
     def __init__(self, settings: Settings) -> None:
         self._timeout = settings.publish_timeout_s
         self._client: PublisherAsyncClient | None = None
+        keys = settings.event_signing_keys
+        self._signer = EventSigner(keys) if keys else None
         self.events_topic = settings.topic_path(settings.pubsub_topic)
         self.dlq_topic = settings.topic_path(settings.pubsub_dlq_topic)
 
@@ -61,9 +67,18 @@ class PubSubPublisher:
         message_id: str = response.message_ids[0]
         return message_id
 
-    async def publish_event(self, event: PaymentEvent) -> str:
-        """Publish a PaymentEvent to the events topic under its ordering key."""
+    def encode_signed(self, event: PaymentEvent) -> tuple[bytes, dict[str, str]]:
+        """The message data and attributes of `event`, `event_mac` included."""
+        if self._signer is None:
+            # Every command that publishes events refuses to start without keys: a bug if reached.
+            raise ConfigError("EVENT_SIGNING_KEYS is required to publish events")
         data, attributes = encode_event(event)
+        attributes[ATTR_EVENT_MAC] = self._signer.sign(data)
+        return data, attributes
+
+    async def publish_event(self, event: PaymentEvent) -> str:
+        """Publish a signed PaymentEvent to the events topic under its ordering key."""
+        data, attributes = self.encode_signed(event)
         return await self.publish(
             self.events_topic, data, attributes, ordering_key=event.resolved_ordering_key()
         )

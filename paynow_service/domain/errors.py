@@ -67,6 +67,18 @@ class MalformedMessageError(TerminalError):
     reason = "malformed_message"
 
 
+class LegacyMessageError(TerminalError):
+    """The message is one of the app's old publisher (JSON with a `version` field), not a PaymentEvent."""
+
+    reason = "legacy_message"
+
+
+class UnverifiedEventError(TerminalError):
+    """The message has no `event_mac`, or one that no configured signing key verifies."""
+
+    reason = "unverified_event"
+
+
 class OrderNotCreditedError(TransientError):
     """A refund or chargeback arrived before its order was credited."""
 

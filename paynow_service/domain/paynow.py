@@ -14,6 +14,9 @@ Decisions worth knowing:
   ids (`ID_PATTERN`): no '/' (a path), no ':' (it could alias a namespaced ledger key).
 - Only ids, statuses, amounts and our own uid are copied: never email, names, IP,
   Steam or Minecraft data.
+- `validate_event` states those rules once more on the built `PaymentEvent`: the webhook
+  runs it on every event it builds, and the worker on every event it decodes (a message
+  on the topic is checked as a delivery is).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 
 from paynow_service.domain import events as ev
 from paynow_service.domain.errors import DomainError, InvalidEventError
@@ -36,10 +39,13 @@ MAX_DEPTH = 64
 MAX_QUANTITY = 1_000_000
 MAX_CYCLE = 1_000_000
 MAX_UID_CHARS = 128  # Firebase Auth's limit
+MAX_STATUS_CHARS = 64
+MAX_TEXT_CHARS = 64  # informational text (currency)
 INT64_MAX = 2**63 - 1
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Obj = dict[str, Any]
+_D = TypeVar("_D")
 
 
 class MalformedWebhookError(DomainError):
@@ -116,21 +122,172 @@ def event_from_envelope(envelope: Envelope, *, received_at_ms: int, sent_at_ms: 
     }
     if kind not in ev.HANDLED_TYPES:
         # Acknowledged and ignored; the store id still lets the webhook refuse a foreign store.
-        return ev.PaymentEvent(**base, store_id=envelope.store_id)
+        return validate_event(ev.PaymentEvent(**base, store_id=envelope.store_id))
     base["store_id"] = _read_id(body, "store_id", "body", required=False)
     if kind == ev.ORDER_COMPLETED:
         order, uid = _order(body)
-        return ev.PaymentEvent(**base, uid=uid, customer_id=_customer_id(body, top_level=False), order=order)
-    if kind in ev.SUBSCRIPTION_TYPES:
+        event = ev.PaymentEvent(**base, uid=uid, customer_id=_customer_id(body, top_level=False), order=order)
+    elif kind in ev.SUBSCRIPTION_TYPES:
         subscription, uid = _subscription(body, kind)
-        return ev.PaymentEvent(
+        event = ev.PaymentEvent(
             **base, uid=uid, customer_id=_customer_id(body, top_level=True), subscription=subscription
         )
     # Refunds and chargebacks carry no checkout, so no uid: the order's record has it.
-    base["customer_id"] = _customer_id(body, top_level=False)
-    if kind == ev.REFUND:
-        return ev.PaymentEvent(**base, refund=_refund(body))
-    return ev.PaymentEvent(**base, chargeback=_chargeback(body, kind))
+    elif kind == ev.REFUND:
+        event = ev.PaymentEvent(**base, customer_id=_customer_id(body, top_level=False), refund=_refund(body))
+    else:
+        event = ev.PaymentEvent(
+            **base, customer_id=_customer_id(body, top_level=False), chargeback=_chargeback(body, kind)
+        )
+    return validate_event(event)
+
+
+def validate_event(event: ev.PaymentEvent) -> ev.PaymentEvent:
+    """The webhook's input checks on a built event: ids, uids, quantities, amounts, statuses, and the
+    detail each handled type needs. Returns the event; raises `InvalidEventError` naming the field.
+
+    The webhook's readers refuse a bad body first (with its JSON path); the worker runs this on
+    every decoded message, so an event on the topic passes the same checks as a delivery."""
+    if not is_id(event.event_id):
+        _invalid("event_id is not an id")
+    if not _EVENT_TYPE_PATTERN.fullmatch(event.event_type):
+        _invalid("event_type is not an event type name")
+    _check_optional_id(event.store_id, "store_id")
+    _check_optional_id(event.customer_id, "customer_id")
+    if event.uid and not is_uid(event.uid):
+        _invalid("uid is not a user id")
+    if event.ordering_key:
+        _invalid("ordering_key is set (the webhook derives it from uid, customer or event id)")
+    _check_range(event.received_at_ms, "received_at_ms", 0, INT64_MAX)
+    _check_range(event.sent_at_ms, "sent_at_ms", 0, INT64_MAX)
+    kind = event.event_type
+    if kind == ev.ORDER_COMPLETED:
+        _check_order(_required(event.order, kind, "order"))
+    elif kind in ev.SUBSCRIPTION_TYPES:
+        _check_subscription(_required(event.subscription, kind, "subscription"), kind)
+    elif kind == ev.REFUND:
+        _check_refund(_required(event.refund, kind, "refund"))
+    elif kind in (ev.CHARGEBACK, ev.CHARGEBACK_CLOSED):
+        _check_chargeback(_required(event.chargeback, kind, "chargeback"), kind)
+    if kind not in ev.HANDLED_TYPES and (
+        event.order or event.subscription or event.refund or event.chargeback
+    ):
+        _invalid(f"{kind} is ignored and carries no details")
+    return event
+
+
+def is_id(value: object) -> bool:
+    """An id that may become a document id, a ledger key or an ordering key (`ID_PATTERN`)."""
+    return isinstance(value, str) and ID_PATTERN.fullmatch(value) is not None
+
+
+def is_uid(value: object) -> bool:
+    """Our user id: it becomes users/{uid}, so no '/', no reserved name, printable, trimmed."""
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= MAX_UID_CHARS
+        and "/" not in value
+        and value.isprintable()
+        and value == value.strip()
+        and value not in (".", "..")
+        and not (value.startswith("__") and value.endswith("__"))
+    )
+
+
+def _is_status(value: object) -> bool:
+    return isinstance(value, str) and len(value) <= MAX_STATUS_CHARS and value.isprintable()
+
+
+def _required(detail: _D | None, kind: str, name: str) -> _D:
+    if detail is None:
+        _invalid(f"{kind} carries no {name}")
+    return detail
+
+
+def _check_optional_id(value: str, path: str) -> None:
+    if value and not is_id(value):
+        _invalid(f"{path} is not an id")
+
+
+def _check_required_id(value: str, path: str) -> None:
+    if not value:
+        _invalid(f"{path} is missing")
+    if not is_id(value):
+        _invalid(f"{path} is not an id")
+
+
+def _check_range(value: int, path: str, minimum: int, maximum: int) -> None:
+    if not minimum <= value <= maximum:
+        _invalid(f"{path} is outside {minimum}..{maximum}")
+
+
+def _check_status(value: str, path: str, *, required: bool) -> None:
+    if not value:
+        if required:
+            _invalid(f"{path} is missing")
+        return
+    # The webhook stores a status lower-cased: that may lengthen it (U+0130), never more than twice.
+    if len(value) > 2 * MAX_STATUS_CHARS or not value.isprintable() or value != value.strip():
+        _invalid(f"{path} is not a status")
+
+
+def _check_text(value: str, path: str) -> None:
+    if len(value) > 2 * MAX_TEXT_CHARS or not value.isprintable():
+        _invalid(f"{path} is not short printable text")
+
+
+def _check_order(order: ev.Order) -> None:
+    _check_required_id(order.order_id, "order.order_id")
+    if not order.lines:
+        _invalid("order.lines is empty")
+    seen: set[str] = set()
+    for index, line in enumerate(order.lines):
+        path = f"order.lines[{index}]"
+        _check_required_id(line.line_id, f"{path}.line_id")
+        if line.line_id in seen:
+            _invalid(f"{path}.line_id repeats the id of an earlier line")
+        seen.add(line.line_id)
+        _check_required_id(line.product_id, f"{path}.product_id")
+        _check_range(line.quantity, f"{path}.quantity", 1, MAX_QUANTITY)
+        _check_range(line.price, f"{path}.price", 0, INT64_MAX)
+        _check_optional_id(line.subscription_id, f"{path}.subscription_id")
+        _check_optional_id(line.trial_id, f"{path}.trial_id")
+        if line.uid and not is_uid(line.uid):
+            _invalid(f"{path}.uid is not a user id")
+    _check_text(order.currency, "order.currency")
+    _check_range(order.total_amount, "order.total_amount", 0, INT64_MAX)
+    _check_text(order.status, "order.status")
+
+
+def _check_subscription(sub: ev.Subscription, kind: str) -> None:
+    _check_required_id(sub.subscription_id, "subscription.subscription_id")
+    if kind == ev.SUBSCRIPTION_CANCELED:
+        _check_optional_id(sub.product_id, "subscription.product_id")
+    else:
+        _check_required_id(sub.product_id, "subscription.product_id")
+    _check_range(sub.billing_cycle_sequence, "subscription.billing_cycle_sequence", 0, MAX_CYCLE)
+    _check_status(sub.status, "subscription.status", required=False)
+    _check_range(sub.current_period_end_ms, "subscription.current_period_end_ms", 0, INT64_MAX)
+    _check_range(sub.price, "subscription.price", 0, INT64_MAX)
+    _check_text(sub.currency, "subscription.currency")
+
+
+def _check_refund(refund: ev.Refund) -> None:
+    _check_required_id(refund.refund_id, "refund.refund_id")
+    _check_required_id(refund.order_id, "refund.order_id")
+    _check_status(refund.status, "refund.status", required=True)
+    _check_range(refund.amount, "refund.amount", 0, INT64_MAX)
+    _check_range(refund.store_refund_amount, "refund.store_refund_amount", 0, INT64_MAX)
+
+
+def _check_chargeback(chargeback: ev.Chargeback, kind: str) -> None:
+    _check_required_id(chargeback.chargeback_id, "chargeback.chargeback_id")
+    _check_required_id(chargeback.order_id, "chargeback.order_id")
+    _check_status(chargeback.status, "chargeback.status", required=False)
+    _check_status(
+        chargeback.chargeback_status, "chargeback.chargeback_status", required=kind == ev.CHARGEBACK_CLOSED
+    )
+    _check_range(chargeback.amount, "chargeback.amount", 0, INT64_MAX)
 
 
 def _order(body: Obj) -> tuple[ev.Order, str]:
@@ -258,15 +415,7 @@ def _uid(metadata: Obj | None, path: str) -> str:
         return ""
     # The uid becomes users/{uid}: a '/' would address another document, and a wrong
     # type must not be guessed at when it decides whose wallet is credited.
-    if (
-        not isinstance(value, str)
-        or len(value) > MAX_UID_CHARS
-        or "/" in value
-        or not value.isprintable()
-        or value != value.strip()
-        or value in (".", "..")
-        or (value.startswith("__") and value.endswith("__"))
-    ):
+    if not isinstance(value, str) or not is_uid(value):
         _invalid(f"{path}.uid is not a user id")
     return value
 
@@ -284,7 +433,7 @@ def _read_id(parent: Obj, key: str, path: str, *, required: bool = True) -> str:
         if required:
             _invalid(f"{path}.{key} is missing")
         return ""
-    if not isinstance(value, str) or not ID_PATTERN.fullmatch(value):
+    if not isinstance(value, str) or not is_id(value):
         _invalid(f"{path}.{key} is not an id")
     return value
 
@@ -308,7 +457,7 @@ def _read_status(parent: Obj, key: str, path: str, *, required: bool = True) -> 
         if required:
             _invalid(f"{path}.{key} is missing")
         return ""
-    if not isinstance(value, str) or len(value) > 64 or not value.isprintable():
+    if not isinstance(value, str) or not _is_status(value):
         _invalid(f"{path}.{key} is not a status")
     # Compared against lower-case names downstream ("approved", "won").
     return value.strip().lower()
@@ -323,7 +472,7 @@ def _soft_int(parent: Obj, key: str) -> int:
 
 def _soft_text(parent: Obj, key: str) -> str:
     value = parent.get(key)
-    return value if isinstance(value, str) and len(value) <= 64 and value.isprintable() else ""
+    return value if isinstance(value, str) and len(value) <= MAX_TEXT_CHARS and value.isprintable() else ""
 
 
 def _soft_time_ms(parent: Obj, key: str) -> int:

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from paynow_service.config import ConfigError, Settings
-from paynow_service.logs import configure_logging
+from paynow_service.logs import configure_logging, register_secrets
 
 EXIT_USAGE = 2
 # Processes that serve: their log lines are written off the request path (see logs.py).
@@ -138,6 +138,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"paynow-service: configuration error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    register_secrets(settings.event_signing_keys)
     configure_logging(settings.log_level, background=args.command in LONG_RUNNING)
     try:
         return int(args.handler(settings, args))

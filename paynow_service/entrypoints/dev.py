@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import secrets
 import shlex
 import signal
 import subprocess
@@ -55,6 +56,10 @@ def _dev_env(stack: EmulatorStack, workdir: Path, http_port: int, grpc_port: int
     env.update(stack.env())
     env.setdefault("WEBHOOK_MODE", "queue")
     env.setdefault("PAYNOW_WEBHOOK_SECRETS", DEV_SECRET)
+    # The webhook signs the events it publishes and the worker verifies them: one random key
+    # for this stack's life, shared by its processes through their environment (never printed).
+    if not env.get("EVENT_SIGNING_KEYS", "").strip():
+        env["EVENT_SIGNING_KEYS"] = secrets.token_hex(32)
     env.setdefault("PUSH_AUTH", "disabled")
     env.setdefault("POINTS_AUTH", "disabled")
     if not env.get("PRODUCT_CATALOG"):

@@ -6,6 +6,11 @@ original ordering key with `dlq_replay=true` and `original_message_id`, resets t
 event to `queued`, and only then acknowledges the dead letter: a crash in between
 replays it again, which the worker answers "already processed", so running it twice
 is safe. `purge` acknowledges (deletes) dead letters after asking, unless `--yes`.
+
+A replay forwards the letter's data and attributes as they are, `event_mac` included: it
+never signs (and reads no signing key). A genuine event verifies again in the worker; a
+forged one stays unverified and comes back to the DLQ. The record of the event id an
+unverified or legacy message claims is left alone: nothing proves the claim.
 """
 
 from __future__ import annotations
@@ -31,6 +36,8 @@ from paynow_service.config import Settings
 from paynow_service.domain.errors import DomainError
 
 PULL_WAIT_S = 3
+# Dead-lettered before anything proved which event they are: no record of theirs was marked.
+UNPROVEN_REASONS = frozenset({"unverified_event", "legacy_message"})
 # Attributes Pub/Sub adds when it forwards a message itself after max delivery attempts.
 PUBSUB_DLQ_PREFIX = "CloudPubSubDeadLetter"
 
@@ -164,7 +171,7 @@ async def _replay(settings: Settings, letters: list[DeadLetter], dlq: DeadLetter
             }
             attributes.update(dlq_replay="true", original_message_id=letter.message_id)
             try:
-                if letter.event_id:
+                if letter.event_id and letter.reason not in UNPROVEN_REASONS:
                     await records.reset_to_queued(letter.event_id)
                 await publisher.publish(
                     publisher.events_topic, letter.data, attributes, ordering_key=letter.ordering_key
@@ -177,6 +184,12 @@ async def _replay(settings: Settings, letters: list[DeadLetter], dlq: DeadLetter
                 continue
             dlq.ack([letter])
             print(f"replayed {letter.event_id or letter.message_id} ({letter.reason})")
+            if letter.reason in UNPROVEN_REASONS:
+                print(
+                    f"  {letter.event_id or letter.message_id}: forwarded unchanged, it will come back as "
+                    f"{letter.reason} (see the runbook's DLQ triage)",
+                    file=sys.stderr,
+                )
     finally:
         await publisher.aclose()
         db.close()  # type: ignore[no-untyped-call]

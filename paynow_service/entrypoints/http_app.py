@@ -34,6 +34,9 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
     """The app for these settings; `container` lets tests pass adapters built their own way."""
     if "webhook" in settings.http_routes:
         settings.require("PAYNOW_WEBHOOK_SECRETS")
+    if "webhook" in settings.http_routes or "push" in settings.http_routes:
+        # The webhook signs what it publishes and dead-letters; the push endpoint verifies.
+        settings.require("EVENT_SIGNING_KEYS")
     if "push" in settings.http_routes and settings.push_auth == "enabled":
         settings.require("PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT")
     if "points" in settings.http_routes and settings.points_auth == "enabled":
@@ -82,6 +85,7 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
 
 def _push_route(settings: Settings, c: bootstrap.Container) -> Route:
     from paynow_service.adapters.dead_letters import PubSubDeadLetters
+    from paynow_service.domain.provenance import EventSigner
     from paynow_service.entrypoints.message_handler import MessageHandler
     from paynow_service.entrypoints.push import PATH, PushEndpoint
 
@@ -94,7 +98,7 @@ def _push_route(settings: Settings, c: bootstrap.Container) -> Route:
             allowed_emails=[settings.push_service_account],
             certs_url=settings.push_certs_url,
         )
-    handler = MessageHandler(c.core, PubSubDeadLetters(c.publisher), c.records)
+    handler = MessageHandler(c.core, PubSubDeadLetters(c.publisher), EventSigner(settings.event_signing_keys))
     return Route(PATH, PushEndpoint(handler, verifier).handle, methods=ALL_METHODS)
 
 

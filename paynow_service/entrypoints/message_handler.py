@@ -1,8 +1,14 @@
 """One Pub/Sub message in, one outcome out: shared by the push endpoint and the pull worker.
 
-Decodes the PaymentEvent (a message that cannot be decoded, or of a schema version
-this worker cannot read, is dead-lettered as it came), then runs the processing core
-and writes the worker's log lines (SPEC 5b).
+Before anything is credited, in this order: a message of the app's old publisher is
+dead-lettered as `legacy_message`, one of a schema version this worker cannot read as
+`incompatible_schema`, one whose `event_mac` no signing key verifies as `unverified_event`
+(only events our webhook or `sweep` signed are credited: anyone who can publish to the
+topic could otherwise mint points), one that does not decode as `malformed_message`. Each
+is dead-lettered as it came and touches no `webhookEvents` record: its claimed event id is
+not proven, and marking it would let a forged message fail a real event. A decoded event
+then passes the webhook's own input checks (`validate_event`), or is dead-lettered as
+`invalid_event`. Then the processing core runs, and the worker's log lines are written (SPEC 5b).
 """
 
 from __future__ import annotations
@@ -10,20 +16,49 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
-from paynow_service.adapters.event_codec import decode_event
-from paynow_service.domain.errors import IncompatibleSchemaError, MalformedMessageError
+from paynow_service import metrics
+from paynow_service.adapters.event_codec import check_schema_version, decode_event, is_legacy_message
+from paynow_service.domain.errors import (
+    IncompatibleSchemaError,
+    InvalidEventError,
+    LegacyMessageError,
+    MalformedMessageError,
+    UnverifiedEventError,
+)
+from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.paynow import validate_event
+from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner
 from paynow_service.logs import log
-from paynow_service.service.processing import DeadLetterPort, EventMarkerPort, Outcome, ProcessingCore
+from paynow_service.service.processing import DeadLetterPort, Outcome, ProcessingCore
 
 logger = logging.getLogger("paynow_service.worker")
 COMPONENT = "paynow_worker"
 
 
+# Refused before decoding: dead-lettered as they came, no record marked.
+Refused = LegacyMessageError | IncompatibleSchemaError | UnverifiedEventError | MalformedMessageError
+
+
 class MessageHandler:
-    def __init__(self, core: ProcessingCore, dead_letters: DeadLetterPort, events: EventMarkerPort) -> None:
+    def __init__(self, core: ProcessingCore, dead_letters: DeadLetterPort, signer: EventSigner) -> None:
         self._core = core
         self._dead_letters = dead_letters
-        self._events = events
+        self._signer = signer
+
+    def admit(self, data: bytes, attributes: Mapping[str, str]) -> PaymentEvent:
+        """The message's event, if it is one we published: legacy, schema version, MAC, then decoding.
+
+        Raises LegacyMessageError, IncompatibleSchemaError, UnverifiedEventError or
+        MalformedMessageError (each terminal)."""
+        if is_legacy_message(data):
+            raise LegacyMessageError("JSON of the app's old publisher (it has a version field)")
+        check_schema_version(attributes)
+        mac = attributes.get(ATTR_EVENT_MAC)
+        if not mac:
+            raise UnverifiedEventError("message has no event_mac attribute")
+        if not self._signer.verify(data, mac):
+            raise UnverifiedEventError("event_mac does not verify under any signing key")
+        return decode_event(data, attributes)
 
     async def handle(
         self, data: bytes, attributes: Mapping[str, str], *, message_id: str, delivery_attempt: int | None
@@ -38,12 +73,23 @@ class MessageHandler:
         }
         log(logger, logging.INFO, "Worker received message", **base)
         try:
-            event = decode_event(data, attributes)
-        except (MalformedMessageError, IncompatibleSchemaError) as err:
+            event = self.admit(data, attributes)
+        except (
+            LegacyMessageError,
+            IncompatibleSchemaError,
+            UnverifiedEventError,
+            MalformedMessageError,
+        ) as err:
             return await self._undecodable(data, attributes, err, base)
-        outcome = await self._core.process(
-            event, component=COMPONENT, delivery_attempt=delivery_attempt, raw=(data, attributes)
-        )
+        try:
+            validate_event(event)
+        except InvalidEventError as err:
+            # Signed by us, yet not what the webhook accepts: dead-lettered as it came, the event marked.
+            outcome = await self._core.fail_terminal(event, err, component=COMPONENT, raw=(data, attributes))
+        else:
+            outcome = await self._core.process(
+                event, component=COMPONENT, delivery_attempt=delivery_attempt, raw=(data, attributes)
+            )
         fields = {
             **base,
             "processing_ms": outcome.processing_ms,
@@ -87,19 +133,14 @@ class MessageHandler:
         return await self._undecodable(data, attributes, MalformedMessageError(problem), base)
 
     async def _undecodable(
-        self,
-        data: bytes,
-        attributes: Mapping[str, str],
-        err: MalformedMessageError | IncompatibleSchemaError,
-        base: dict[str, object],
+        self, data: bytes, attributes: Mapping[str, str], err: Refused, base: dict[str, object]
     ) -> Outcome:
+        """Dead-letter the message as it came (its `event_mac` too); no webhookEvents record is marked."""
         try:
             await self._dead_letters.dead_letter(
                 None, reason=err.reason, error_class="terminal", detail=err.detail, raw=(data, attributes)
             )
-            event_id = attributes.get("event_id", "")
-            if event_id and "/" not in event_id and len(event_id) <= 128:
-                await self._events.mark_failed(event_id, "failed_terminal", err.reason, err.detail)
+            metrics.DEAD_LETTERS.labels(err.reason, "terminal").inc()
         except Exception as dlq_err:  # noqa: BLE001 (unconfirmed: let Pub/Sub redeliver)
             log(
                 logger,

@@ -14,6 +14,7 @@ from google.cloud.pubsub_v1 import SubscriberClient
 
 from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology
 from paynow_service.config import Settings
+from paynow_service.domain.provenance import ATTR_EVENT_MAC, event_mac
 
 PRODUCT = "411486491630370816"
 PROMO_PRODUCT = "411486491630370818"
@@ -30,6 +31,13 @@ kind = "promo"
 points_per_cycle = 1000
 """
 FAST = InfraOverrides(ack_deadline_s=10, min_backoff_s=1, max_backoff_s=2)
+# EVENT_SIGNING_KEYS of every test stack (a fixed test key: the first signs, every one verifies).
+SIGNING_KEY = "test-event-signing-key-0123456789abcdef"
+
+
+def signed(data: bytes, attributes: Mapping[str, str], key: str = SIGNING_KEY) -> dict[str, str]:
+    """`attributes` with the `event_mac` of `data` under `key`, as the webhook publishes them."""
+    return {**attributes, ATTR_EVENT_MAC: event_mac(data, key)}
 
 
 def unique(prefix: str) -> str:
@@ -53,6 +61,7 @@ def stack_env(
         "PUBSUB_SUBSCRIPTION": unique("events-sub"),
         "PUBSUB_DLQ_SUBSCRIPTION": unique("events-dlq-sub"),
         "PAYNOW_WEBHOOK_SECRETS": "pn-test-secret-one,pn-test-secret-two",
+        "EVENT_SIGNING_KEYS": SIGNING_KEY,
         "PUSH_AUTH": "disabled",
         "POINTS_AUTH": "disabled",
     }

@@ -139,6 +139,13 @@ def test_dry_run_prints_the_deployment(tmp_path: Path) -> None:
         "PAYNOW_WEBHOOK_SECRETS=",
     )
     assert has("run deploy paynow-worker", "--no-allow-unauthenticated", "HTTP_ROUTES=push", "PUSH_AUDIENCE=")
+    # Whatever publishes events signs them and the worker verifies them: the keys from Secret Manager.
+    signing = "--update-secrets=EVENT_SIGNING_KEYS=paynow-event-signing-keys:latest"
+    for deployed in ("run deploy paynow-webhook", "run deploy paynow-worker", "run jobs deploy paynow-sweep"):
+        assert has(deployed, signing), deployed
+    assert not has("run deploy paynow-points", "EVENT_SIGNING_KEYS")
+    for sa in (webhook_sa, worker_sa):
+        assert has("secrets add-iam-policy-binding paynow-event-signing-keys", sa, "secretAccessor"), sa
     assert has("run deploy paynow-points", "--args=grpc", "--use-http2", "POINTS_ALLOWED_CALLERS=")
     assert has("infra apply --push-endpoint https://paynow-worker-", "/api/tasks/paynow/process")
     assert has("firestore fields ttls update expiresAt --collection-group=webhookEvents", "--enable-ttl")
