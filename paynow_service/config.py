@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from paynow_service.domain.provenance import MIN_KEY_CHARS as MIN_SIGNING_KEY_CHARS
 
 WebhookMode = Literal["sync", "queue"]
 AuthMode = Literal["enabled", "disabled"]
@@ -110,6 +112,16 @@ def _list(name: str, raw: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _signing_keys(name: str, raw: str) -> tuple[str, ...]:
+    # A secret: no message here ever quotes the value.
+    if not raw.strip():
+        return ()
+    keys = tuple(part.strip() for part in raw.split(","))
+    if not all(keys):
+        raise ConfigError(f"{name} has an empty key (a stray comma?): give a comma list of keys")
+    return keys
+
+
 def _routes(name: str, raw: str) -> tuple[str, ...]:
     routes = _list(name, raw)
     unknown = [r for r in routes if r not in ALL_ROUTES]
@@ -157,6 +169,14 @@ VARIABLES: tuple[Variable, ...] = (
         "serve, dev, send-test-webhook",
         _list,
         "paynow_webhook_secrets",
+    ),
+    Variable(
+        "EVENT_SIGNING_KEYS",
+        "",
+        f"comma list of secret keys (the first signs), {MIN_SIGNING_KEY_CHARS}+ characters each on GCP",
+        "serve, worker, sweep, dev",
+        _signing_keys,
+        "event_signing_keys",
     ),
     Variable(
         "PAYNOW_TIMESTAMP_TOLERANCE_S",
@@ -231,6 +251,14 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("PUBLISH_LEASE_S", "30", "1..3600", _SERVERS + ", sweep", _int(1, 3600), "publish_lease_s"),
     Variable("WEBHOOK_EVENT_TTL_DAYS", "30", "1..3650", _SERVERS, _int(1, 3650), "webhook_event_ttl_days"),
+    Variable(
+        "PARK_MAX_HOURS",
+        "72",
+        "1..8760 (a refund or dispute waits this long for its order before sweep dead-letters it)",
+        "sweep",
+        _int(1, 8760),
+        "park_max_hours",
+    ),
     Variable(
         "WORKER_PULL_MODE",
         "streaming",
@@ -349,6 +377,7 @@ class Settings:
     grpc_port: int = 50051
     http_routes: tuple[str, ...] = ALL_ROUTES
     paynow_webhook_secrets: tuple[str, ...] = ()
+    event_signing_keys: tuple[str, ...] = field(default=(), repr=False)
     paynow_timestamp_tolerance_s: int = 300
     paynow_store_id: str = ""
     paynow_max_body_bytes: int = 262144
@@ -362,6 +391,7 @@ class Settings:
     publish_timeout_s: float = 2.0
     publish_lease_s: int = 30
     webhook_event_ttl_days: int = 30
+    park_max_hours: int = 72
     worker_pull_mode: str = "streaming"
     max_delivery_attempts: int = 5
     firestore_timeout_s: float = 10.0
@@ -397,6 +427,15 @@ class Settings:
         if self.points_auth == "disabled" and not self.firestore_emulator_host:
             raise ConfigError(
                 "POINTS_AUTH=disabled is allowed only with FIRESTORE_EMULATOR_HOST set (local emulator)"
+            )
+        # A weak key lets a guesser sign events: on GCP every key must be long; the local
+        # emulators take any non-empty key.
+        if not self.pubsub_emulator_host and any(
+            len(key) < MIN_SIGNING_KEY_CHARS for key in self.event_signing_keys
+        ):
+            raise ConfigError(
+                f"EVENT_SIGNING_KEYS has a key shorter than {MIN_SIGNING_KEY_CHARS} characters "
+                "(allowed only with PUBSUB_EMULATOR_HOST set)"
             )
 
     def require(self, *names: str) -> None:

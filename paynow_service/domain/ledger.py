@@ -44,12 +44,14 @@ def subscription_entry_id(subscription_id: str, cycle: int) -> str:
     return f"paynow:sub:{subscription_id}:cycle:{cycle}"
 
 
-def reversal_entry_id(original_entry_id: str) -> str:
-    return f"rev:{original_entry_id}"
+def reversal_entry_id(original_entry_id: str, generation: int = 1) -> str:
+    """`rev:{original}`; the n-th reversal of the same entry (after n-1 re-credits) is `rev{n}:{original}`."""
+    return f"rev:{original_entry_id}" if generation == 1 else f"rev{generation}:{original_entry_id}"
 
 
-def recredit_entry_id(original_entry_id: str) -> str:
-    return f"recredit:{original_entry_id}"
+def recredit_entry_id(original_entry_id: str, generation: int = 1) -> str:
+    """`recredit:{original}`; the re-credit of the n-th reversal is `recredit{n}:{original}`."""
+    return f"recredit:{original_entry_id}" if generation == 1 else f"recredit{generation}:{original_entry_id}"
 
 
 def api_entry_id(caller: str, idempotency_key: str) -> str:
@@ -128,8 +130,10 @@ class EntryRequest:
     its amount is negative, taken from the original when `amount` is None (a plugin
     may ask for less: a partial refund). A re-credit (`recredit:{original}`) is a
     credit with `reversal_of` set to the original entry: allowed once, and only after
-    that original was reversed. `label` is the entry's stored `action` (what it is
-    for) and `note` its short label; both have defaults derived from the request.
+    that original was reversed. `generation` n numbers the reversals of one original:
+    reversal n (`rev{n}:`) needs re-credit n-1, re-credit n (`recredit{n}:`) needs
+    reversal n. `label` is the entry's stored `action` (what it is for) and `note` its
+    short label; both have defaults derived from the request.
     """
 
     entry_id: str
@@ -144,6 +148,7 @@ class EntryRequest:
     expires_at: datetime | None = None
     label: str = ""
     note: str = ""
+    generation: int = 1
 
 
 @dataclass(frozen=True)

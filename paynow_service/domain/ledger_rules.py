@@ -41,6 +41,7 @@ from paynow_service.domain.wallet_moves import RunningWallet
 MAX_ENTRY_ID_BYTES = 500
 MAX_UID_CHARS = 128
 INT64_MAX = 2**63 - 1
+MAX_GENERATION = 1000
 _ACTIONS = ("credit", "reversal")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _KINDS = ("paid", "promo")
@@ -143,20 +144,29 @@ def validate_request(request: EntryRequest) -> None:
         raise InvalidRequestError("only a promo credit takes an expiry (expires_at)")
     if request.expires_at is not None and request.expires_at.tzinfo is None:
         raise InvalidRequestError("expires_at must carry a time zone")
+    generation = request.generation
+    if (
+        isinstance(generation, bool)
+        or not isinstance(generation, int)
+        or not 1 <= generation <= MAX_GENERATION
+    ):
+        raise InvalidRequestError(f"generation must be from 1 to {MAX_GENERATION}")
+    if request.reversal_of is None and generation != 1:
+        raise InvalidRequestError("only reversals and re-credits have generations")
     if request.action == "reversal":
         if request.reversal_of is None:
             raise InvalidRequestError("a reversal must name the entry it reverses (reversal_of)")
-        # One id per original is what makes a reversal happen once.
-        if request.entry_id != reversal_entry_id(request.reversal_of):
+        # One id per original and generation is what makes a reversal happen once.
+        if request.entry_id != reversal_entry_id(request.reversal_of, generation):
             raise InvalidRequestError(
-                f"a reversal's entry id must be {reversal_entry_id(request.reversal_of)!r}"
+                f"a reversal's entry id must be {reversal_entry_id(request.reversal_of, generation)!r}"
             )
         if amount == 0:
             raise InvalidRequestError("a partial reversal must take back at least 1 point")
     elif request.reversal_of is not None:
-        if request.entry_id != recredit_entry_id(request.reversal_of):
+        if request.entry_id != recredit_entry_id(request.reversal_of, generation):
             raise InvalidRequestError(
-                f"a re-credit's entry id must be {recredit_entry_id(request.reversal_of)!r}"
+                f"a re-credit's entry id must be {recredit_entry_id(request.reversal_of, generation)!r}"
             )
         if amount is not None and amount <= 0:
             raise InvalidRequestError("a re-credit amount must be greater than zero")
@@ -201,11 +211,14 @@ def read_set(requests: Sequence[EntryRequest]) -> ReadSet:
         uids[request.uid] = None
         keys[request.entry_id] = None
         entries[(request.uid, request.entry_id)] = None  # the original, on a replay
-        if request.action == "reversal" and request.reversal_of is not None:
-            entries[(request.uid, request.reversal_of)] = None
-        elif request.reversal_of is not None:
-            entries[(request.uid, reversal_entry_id(request.reversal_of))] = None
-            entries[(request.uid, request.reversal_of)] = None  # its lot's expiry, for the promo part
+        original, generation = request.reversal_of, request.generation
+        if request.action == "reversal" and original is not None:
+            entries[(request.uid, original)] = None
+            if generation > 1:  # reversal n needs re-credit n-1, whose lot holds the points now
+                entries[(request.uid, recredit_entry_id(original, generation - 1))] = None
+        elif original is not None:
+            entries[(request.uid, reversal_entry_id(original, generation))] = None
+            entries[(request.uid, original)] = None  # its lot's expiry, for the promo part
     return ReadSet(uids=tuple(uids), key_ids=tuple(keys), entries=tuple(entries))
 
 
@@ -308,10 +321,16 @@ def _new_entry(
             raise InvalidRequestError(
                 f"{request.reversal_of!r} is not a credit: only credits can be reversed"
             )
+        own_lot = _lot_of(original).lot_id
+        if request.generation > 1:
+            previous = recredit_entry_id(request.reversal_of, request.generation - 1)
+            recredit = _require_entry(entries, request.uid, previous, f"re-credit {previous!r}")
+            own_lot = recredit.credit_lot.lot_id if recredit.credit_lot else own_lot
+        # Every reversal was re-credited before the next: each generation can take the whole original.
         wanted = _bounded(request.amount, original.amount, "reverse")
         taken, consumed, shortfall = wallet.take(
             wanted,
-            own_lot=_lot_of(original).lot_id if original.kind == "promo" else None,
+            own_lot=own_lot if original.kind == "promo" else None,
             paid_first=original.kind == "paid",
             now=now,
             allow_negative=allow_negative_balance,
@@ -322,12 +341,8 @@ def _new_entry(
             metadata.update(shortfall=shortfall, requestedAmount=wanted)
         label, note = ACTION_REVERSAL, f"reversal of {request.reversal_of}"
     elif request.reversal_of is not None:
-        reversal = _require_entry(
-            entries,
-            request.uid,
-            reversal_entry_id(request.reversal_of),
-            f"reversal of {request.reversal_of!r}",
-        )
+        reversal_id = reversal_entry_id(request.reversal_of, request.generation)
+        reversal = _require_entry(entries, request.uid, reversal_id, f"reversal {reversal_id!r}")
         # What the reversal actually took back (less than asked when it stopped at zero).
         taken_back = (
             Points(paid=-reversal.delta.paid, promo=-reversal.delta.promo)

@@ -25,6 +25,7 @@ from google.cloud.pubsub_v1.types import FlowControl
 from paynow_service import bootstrap
 from paynow_service.adapters.dead_letters import PubSubDeadLetters
 from paynow_service.config import Settings
+from paynow_service.domain.provenance import EventSigner
 from paynow_service.entrypoints.message_handler import COMPONENT, MessageHandler
 from paynow_service.logs import log
 
@@ -63,14 +64,15 @@ class _LoopThread:
         self._thread.join(5)
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, extra_plugins: tuple[object, ...] = ()) -> int:
+    """`extra_plugins`: plugins registered beside the entry points' (tests run the worker with theirs)."""
+    settings.require("EVENT_SIGNING_KEYS")  # verifies every message, signs what it dead-letters itself
+    signer = EventSigner(settings.event_signing_keys)
     loop = _LoopThread()
 
     async def build() -> tuple[bootstrap.Container, MessageHandler]:
-        container = bootstrap.build_container(settings)
-        return container, MessageHandler(
-            container.core, PubSubDeadLetters(container.publisher), container.records
-        )
+        container = bootstrap.build_container(settings, extra_plugins)
+        return container, MessageHandler(container.core, PubSubDeadLetters(container.publisher), signer)
 
     container, handler = loop.run(build())
     bootstrap.freeze_startup_heap()

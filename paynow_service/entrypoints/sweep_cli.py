@@ -1,30 +1,39 @@
-"""`paynow-service sweep`: publish events stranded in `queued` (recorded, never published).
+"""`paynow-service sweep`: publish events stranded in `queued`; dead-letter what stayed parked.
 
 A crash or an outage between "record" and "publish" leaves a `webhookEvents` record
 `queued` without `publishedAt`. Once its lease has expired, sweep takes the lease (so
 a concurrent redelivery does not publish it too), publishes the recorded PaymentEvent
-under its ordering key and sets `publishedAt`. Safe to run at any time, repeatedly.
+under its ordering key and sets `publishedAt`.
+
+A refund or dispute whose order is not credited is parked on the order; if the order
+has not come after `PARK_MAX_HOURS`, sweep dead-letters it as `order_not_credited`
+(published to the DLQ first, then taken off the order). Safe to run at any time, repeatedly.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import logging
 
 from paynow_service import bootstrap
+from paynow_service.adapters.dead_letters import PubSubDeadLetters
 from paynow_service.adapters.firestore_events import EventRecords
+from paynow_service.adapters.firestore_parked import ParkedEvents
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.config import Settings
-from paynow_service.domain.errors import TransientError
+from paynow_service.domain.errors import OrderNotCreditedError, TransientError
 from paynow_service.logs import log
 
 logger = logging.getLogger("paynow_service.sweep")
 COMPONENT = "paynow_sweep"
+REASON = OrderNotCreditedError.reason
 
 
 async def sweep(settings: Settings, *, dry_run: bool, limit: int) -> tuple[int, int, int]:
-    """Returns (stranded found, re-published, failed)."""
+    """Returns (stranded found, re-published, failed). Every event it publishes is signed
+    (`event_mac`, EVENT_SIGNING_KEYS): it publishes the event the webhook recorded."""
     db = bootstrap.firestore_client(settings)
     records = EventRecords(
         db, ttl_days=settings.webhook_event_ttl_days, timeout_s=settings.firestore_timeout_s
@@ -65,8 +74,58 @@ async def sweep(settings: Settings, *, dry_run: bool, limit: int) -> tuple[int, 
     return len(stranded), published, failed
 
 
+async def dead_letter_parked(settings: Settings, *, dry_run: bool, limit: int) -> tuple[int, int, int]:
+    """Returns (parked past PARK_MAX_HOURS, dead-lettered, failed)."""
+    db = bootstrap.firestore_client(settings)
+    parked = ParkedEvents(db, timeout_s=settings.firestore_timeout_s)
+    publisher = PubSubPublisher(settings)
+    dead_letters = PubSubDeadLetters(publisher)
+    done = failed = 0
+    try:
+        overdue = await parked.overdue(dt.timedelta(hours=settings.park_max_hours), limit)
+        for item in overdue:
+            fields = {"component": COMPONENT, "event_id": item.event_id, "order_id": item.order_id}
+            if dry_run:
+                since = f"{item.parked_at:%Y-%m-%d %H:%M}"
+                print(f"would dead-letter {item.event_id} (order {item.order_id}, parked {since})")
+                continue
+            detail = f"order {item.order_id} not credited within {settings.park_max_hours} h"
+            try:
+                if item.event is not None:
+                    await dead_letters.dead_letter(
+                        item.event, reason=REASON, error_class="terminal", detail=detail
+                    )
+                if not await parked.release(item, REASON, detail):
+                    continue  # its order applied it meanwhile: a replay of the letter is a duplicate
+            except TransientError as err:
+                log(logger, logging.WARNING, "Parked event dead-letter failed", reason=err.reason, **fields)
+                failed += 1
+                continue
+            log(
+                logger,
+                logging.ERROR,
+                "Terminal failure - dead-lettered",
+                reason="order_not_credited",
+                **fields,
+            )
+            done += 1
+    finally:
+        await publisher.aclose()
+        db.close()  # type: ignore[no-untyped-call]
+    return len(overdue), done, failed
+
+
 def run(settings: Settings, args: argparse.Namespace) -> int:
+    settings.require("EVENT_SIGNING_KEYS")
     found, published, failed = asyncio.run(sweep(settings, dry_run=args.dry_run, limit=args.limit))
     verb = "would publish" if args.dry_run else "re-published"
     print(f"stranded: {found}, {verb}: {found if args.dry_run else published}, failed: {failed}")
-    return 1 if failed else 0
+    overdue, lettered, parked_failed = asyncio.run(
+        dead_letter_parked(settings, dry_run=args.dry_run, limit=args.limit)
+    )
+    verb = "would dead-letter" if args.dry_run else "dead-lettered"
+    print(
+        f"parked past {settings.park_max_hours} h: {overdue}, "
+        f"{verb}: {overdue if args.dry_run else lettered}, failed: {parked_failed}"
+    )
+    return 1 if failed or parked_failed else 0

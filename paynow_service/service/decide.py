@@ -9,7 +9,7 @@ without a database.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,40 +17,28 @@ import pluggy
 
 from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import MAX_EXPIRES_IN_DAYS, Catalog
-from paynow_service.domain.errors import (
-    InvalidEventError,
-    OrderNotCreditedError,
-    UnknownProductError,
-    UserNotFoundError,
-)
+from paynow_service.domain.errors import InvalidEventError, UnknownProductError, UserNotFoundError
 from paynow_service.domain.ledger import (
     ACTION_ORDER,
     ACTION_SUBSCRIPTION,
     DEFAULT_PROMO_DAYS,
     EntryRequest,
     order_line_entry_id,
-    recredit_entry_id,
-    reversal_entry_id,
     subscription_entry_id,
 )
 from paynow_service.hookspecs import CreditedEntry, PlannedCredit
+from paynow_service.service.order_disputes import (
+    OrderRecord,
+    apply_in_order,
+    chargeback_step,
+    order_fields,
+    refund_step,
+)
 
 # A webhookEvents status after which a delivery is a duplicate.
-FINAL_STATUSES = frozenset({"processed", "ignored", "failed_terminal", "dead_lettered"})
-REVERSING_REFUND_STATUSES = frozenset({"approved", "completed"})
-RECREDITING_REFUND_STATUSES = frozenset({"canceled", "cancelled", "failed"})
+# A webhookEvents status after which a delivery is a duplicate.
+FINAL_STATUSES = frozenset({"processed", "ignored", "failed_terminal", "dead_lettered", "parked"})
 SOURCE = "paynow"
-
-
-@dataclass(frozen=True)
-class OrderRecord:
-    """paynowOrders/{order_id}: what the order credited and what undid it since."""
-
-    uid: str
-    credits: tuple[CreditedEntry, ...] = ()
-    reversed: Mapping[str, int] = field(default_factory=dict)  # entry id -> points taken back
-    reversed_by: str = ""  # "refund:<id>" or "chargeback:<id>" while reversed
-    recredited: bool = False
 
 
 @dataclass(frozen=True)
@@ -59,8 +47,10 @@ class EventState:
 
     event_status: str | None = None
     mapped_uid: str = ""  # paynowCustomers/{customer_id}.uid
-    order: OrderRecord | None = None  # paynowOrders/{order_id} (refunds, chargebacks, re-delivered orders)
+    order: OrderRecord | None = None  # paynowOrders/{order_id} once credited (with its subscriptions' cycles)
     now: datetime | None = None  # the transaction's clock: an event's time when it carries none
+    parked: tuple[ev.PaymentEvent, ...] = ()  # refunds and disputes that arrived before the order
+    cycles: tuple[CreditedEntry, ...] = ()  # cycles credited to the subscriptions an order's lines name
 
 
 @dataclass(frozen=True)
@@ -73,6 +63,8 @@ class Decision:
     order_id: str = ""
     customer_mapping: tuple[str, str] | None = None  # (customer_id, uid) to upsert
     subscription_update: Mapping[str, Any] | None = None  # merged into users/{uid}/subscriptions/{id}
+    park: bool = False  # a refund or dispute ahead of its order: store it on the order, ack the message
+    applied_parked: tuple[str, ...] = ()  # event ids of parked events this decision applied
 
     @property
     def writes(self) -> bool:
@@ -89,14 +81,20 @@ def decide(event: ev.PaymentEvent, state: EventState, hooks: pluggy.HookRelay, c
     if event.subscription is not None and event.event_type in ev.SUBSCRIPTION_TYPES:
         return _subscription(event, event.subscription, state, hooks, catalog)
     if event.refund is not None and event.event_type == ev.REFUND:
-        return _refund(event, event.refund, state, hooks, catalog)
+        return _dispute(event, event.refund.order_id, state, hooks, catalog)
     if event.chargeback is not None and event.event_type in (ev.CHARGEBACK, ev.CHARGEBACK_CLOSED):
-        return _chargeback(event, event.chargeback, state)
+        return _dispute(event, event.chargeback.order_id, state, hooks, catalog)
     raise InvalidEventError(f"{event.event_type} event carries no {event.event_type.lower()} details")
 
 
-def _resolve_uid(event: ev.PaymentEvent, state: EventState, lines: Sequence[ev.OrderLine] = ()) -> str:
-    uid = event.uid or next((line.uid for line in lines if line.uid), "") or state.mapped_uid
+def known_uid(event: ev.PaymentEvent, mapped_uid: str) -> str:
+    """The uid an event names (checkout, else a line's metadata), else the customer mapping's; or ""."""
+    lines = event.order.lines if event.order is not None else ()
+    return event.uid or next((line.uid for line in lines if line.uid), "") or mapped_uid
+
+
+def _resolve_uid(event: ev.PaymentEvent, state: EventState) -> str:
+    uid = known_uid(event, state.mapped_uid)
     if not uid:
         raise UserNotFoundError(
             f"no uid in checkout metadata and customer {event.customer_id or '(none)'} is not mapped"
@@ -113,7 +111,7 @@ def _mapping(event: ev.PaymentEvent, uid: str, state: EventState) -> tuple[str, 
 def _order(
     event: ev.PaymentEvent, order: ev.Order, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog
 ) -> Decision:
-    uid = _resolve_uid(event, state, order.lines)
+    uid = _resolve_uid(event, state)
     planned: list[PlannedCredit] = []
     for line in order.lines:
         if not line.credited_by_order:
@@ -177,16 +175,37 @@ def _order(
         "credits": credits,
         "points": total,
     }
+    subscriptions = sorted({line.subscription_id for line in order.lines if line.subscription_id})
+    if subscriptions:
+        order_update["subscriptionIds"] = subscriptions
+    applied: tuple[str, ...] = ()
+    requests: list[EntryRequest] = list(entries)
     if state.order is None:
-        order_update["status"] = "credited"
+        # Refunds and disputes that arrived first are applied now, in the order's own transaction.
+        record = OrderRecord(
+            uid=uid,
+            order_id=order.order_id,
+            credits=tuple(
+                CreditedEntry(e.entry_id, e.amount or 0, str(e.metadata.get("productId", "")))
+                for e in entries
+            ),
+            cycles=state.cycles,
+            subscription_ids=tuple(subscriptions),
+        )
+        record, undone, moved = apply_in_order(state.parked, record, hooks, catalog)
+        requests += undone
+        total += moved
+        order_update.update(order_fields(record))
+        applied = tuple(parked.event_id for parked in state.parked)
     return Decision(
-        result="credited" if entries else "no_change",
+        result="credited" if requests else "no_change",
         uid=uid,
-        entries=tuple(entries),
+        entries=tuple(requests),
         points=total,
         order_update=order_update,
         order_id=order.order_id,
         customer_mapping=_mapping(event, uid, state),
+        applied_parked=applied,
     )
 
 
@@ -290,121 +309,24 @@ def _subscription(
     )
 
 
-def _reverse(
-    event: ev.PaymentEvent, order: OrderRecord, order_id: str, points: int, by: str, extra: Mapping[str, Any]
+def _dispute(
+    event: ev.PaymentEvent, order_id: str, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog
 ) -> Decision:
-    """Take back `points` of the order's credits, entry by entry, once."""
-    remaining = points
-    entries: list[EntryRequest] = []
-    taken: dict[str, int] = {}
-    for credit in order.credits:
-        if remaining <= 0:
-            break
-        amount = min(remaining, credit.points)
-        remaining -= amount
-        taken[credit.entry_id] = amount
-        entries.append(
-            EntryRequest(
-                entry_id=reversal_entry_id(credit.entry_id),
-                uid=order.uid,
-                action="reversal",
-                amount=None if amount == credit.points else amount,
-                source=SOURCE,
-                reversal_of=credit.entry_id,
-                metadata={
-                    "eventId": event.event_id,
-                    "orderId": order_id,
-                    "reversalOf": credit.entry_id,
-                    "by": by,
-                },
-            )
-        )
-    if not entries:  # a plugin asked to take back nothing: the order stays credited
-        return Decision(result="no_change", uid=order.uid, order_update=dict(extra), order_id=order_id)
-    update = {
-        "reversed": [{"entryId": entry_id, "points": amount} for entry_id, amount in taken.items()],
-        "reversedBy": by,
-        "recredited": False,
-        "status": "reversed",
-        **extra,
-    }
-    return Decision(
-        result="reversed" if entries else "no_change",
-        uid=order.uid,
-        entries=tuple(entries),
-        points=-sum(taken.values()),
-        order_update=update,
-        order_id=order_id,
-    )
-
-
-def _recredit(
-    event: ev.PaymentEvent, order: OrderRecord, order_id: str, extra: Mapping[str, Any]
-) -> Decision:
-    entries = tuple(
-        EntryRequest(
-            entry_id=recredit_entry_id(entry_id),
-            uid=order.uid,
-            action="credit",
-            # None: the ledger re-credits what the reversal really took (less than planned
-            # when ALLOW_NEGATIVE_BALANCE=false stopped it at zero).
-            amount=None,
-            source=SOURCE,
-            reversal_of=entry_id,
-            metadata={"eventId": event.event_id, "orderId": order_id, "recreditOf": entry_id},
-        )
-        for entry_id, amount in order.reversed.items()
-        if amount > 0
-    )
-    update = {"recredited": True, "status": "recredited", **extra}
-    return Decision(
-        result="recredited" if entries else "no_change",
-        uid=order.uid,
-        entries=entries,
-        points=sum(order.reversed.values()),
-        order_update=update,
-        order_id=order_id,
-    )
-
-
-def _credited_order(order_id: str, state: EventState) -> OrderRecord:
+    """A refund or dispute event: a step of its order's state machine, or parked until the order is."""
     if state.order is None:
-        # Its ordering key differs from the order's, so it can overtake it: retry later.
-        raise OrderNotCreditedError(f"order {order_id} has not been credited yet")
-    return state.order
-
-
-def _refund(
-    event: ev.PaymentEvent, refund: ev.Refund, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog
-) -> Decision:
-    order = _credited_order(refund.order_id, state)
-    status = {"refunds": {refund.refund_id: refund.status}}
-    by = f"refund:{refund.refund_id}"
-    if refund.status in REVERSING_REFUND_STATUSES:
-        if order.reversed:  # already taken back (this refund again, or a chargeback): never twice
-            return Decision(result="no_change", uid=order.uid, order_update=status, order_id=refund.order_id)
-        total = sum(c.points for c in order.credits)
-        wanted = hooks.paynow_refund_points(
-            event=event, refund=refund, credited=order.credits, catalog=catalog
-        )
-        points = total if wanted is None else max(0, min(int(wanted), total))
-        return _reverse(event, order, refund.order_id, points, by, status)
-    if refund.status in RECREDITING_REFUND_STATUSES and order.reversed_by == by and not order.recredited:
-        return _recredit(event, order, refund.order_id, status)
-    return Decision(result="status_updated", uid=order.uid, order_update=status, order_id=refund.order_id)
-
-
-def _chargeback(event: ev.PaymentEvent, chargeback: ev.Chargeback, state: EventState) -> Decision:
-    order = _credited_order(chargeback.order_id, state)
-    status = {"chargebacks": {chargeback.chargeback_id: chargeback.chargeback_status or chargeback.status}}
-    by = f"chargeback:{chargeback.chargeback_id}"
-    if event.event_type == ev.CHARGEBACK:
-        if order.reversed:
-            return Decision(
-                result="no_change", uid=order.uid, order_update=status, order_id=chargeback.order_id
-            )
-        return _reverse(event, order, chargeback.order_id, sum(c.points for c in order.credits), by, status)
-    won = chargeback.chargeback_status.lower() == "won"
-    if won and order.reversed_by == by and not order.recredited:
-        return _recredit(event, order, chargeback.order_id, status)
-    return Decision(result="status_updated", uid=order.uid, order_update=status, order_id=chargeback.order_id)
+        # Its ordering key differs from the order's, so it can overtake it: keep it for the order.
+        return Decision(result="parked", order_id=order_id, park=True)
+    order = replace(state.order, cycles=state.cycles or state.order.cycles)
+    if event.refund is not None:
+        step = refund_step(event, event.refund, order, hooks, catalog)
+    else:
+        assert event.chargeback is not None  # decide() dispatches only these two
+        step = chargeback_step(event, event.chargeback, order, hooks, catalog)
+    return Decision(
+        result=step.result,
+        uid=order.uid,
+        entries=step.entries,
+        points=step.points,
+        order_update=order_fields(step.order) if step.result != "no_change" else None,
+        order_id=order_id,
+    )

@@ -143,20 +143,29 @@ class ProcessingCore:
             if delivery_attempt is not None and delivery_attempt >= self._max_attempts:
                 return await self._fail(event, wrapped, "dead_lettered", component, raw, elapsed)
             return Outcome("transient", wrapped.reason, wrapped.detail, processing_ms=elapsed())
+        # A parked refund or dispute is done too: it is stored on its order and applied with it.
         status: OutcomeStatus = {"duplicate": "duplicate", "ignored": "ignored"}.get(  # type: ignore[assignment]
             decision.result, "processed"
         )
         return Outcome(status, decision=decision, processing_ms=elapsed())
 
-    async def fail_terminal(self, event: PaymentEvent, error: TerminalError, *, component: str) -> Outcome:
-        """Dead-letter an event that failed before processing (e.g. an invalid body at ingest)."""
+    async def fail_terminal(
+        self,
+        event: PaymentEvent,
+        error: TerminalError,
+        *,
+        component: str,
+        raw: tuple[bytes, Mapping[str, str]] | None = None,
+    ) -> Outcome:
+        """Dead-letter an event that failed before processing (an invalid body at ingest, or an
+        invalid event the worker decoded: `raw` is then the message, dead-lettered as it came)."""
         started = time.perf_counter()
         return await self._fail(
             event,
             error,
             "failed_terminal",
             component,
-            None,
+            raw,
             lambda: round((time.perf_counter() - started) * 1000, 2),
         )
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
+from google.cloud import firestore
 
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.config import Settings
@@ -123,3 +125,47 @@ def test_replay_needs_a_target(emulators: EmulatorStack, tmp_path: Path, action:
     result = run_cli("dlq", action, env=env)
     assert result.returncode == 2
     assert "--event-id" in result.stderr
+
+
+def test_sweep_dead_letters_what_stayed_parked_past_park_max_hours(
+    emulators: EmulatorStack, tmp_path: Path
+) -> None:
+    """A refund whose order never came: parked, then after PARK_MAX_HOURS dead-lettered by `sweep` as
+    `order_not_credited` and taken off the order; a younger parked refund stays where it is."""
+    env = stack_env(
+        emulators.env(), write_catalog(tmp_path, CATALOG), WEBHOOK_MODE="sync", HTTP_ROUTES="webhook"
+    )
+    settings = Settings.from_env(env)
+    apply_topology(settings)
+    project = settings.google_cloud_project
+    http = serve(env, tmp_path)
+    try:
+        assert http.port is not None
+        old, young = (build_event("ON_REFUND", uid="x", product_id="1", status="approved") for _ in range(2))
+        for refund in (old, young):
+            assert send(http.port, refund) == 200
+            assert (doc(project, f"webhookEvents/{refund['event_id']}") or {}).get("status") == "parked"
+    finally:
+        http.stop()
+    # 73 hours pass for the first refund only.
+    client = firestore.Client(project=project)
+    order_id = old["body"]["order_id"]
+    past = datetime.now(UTC) - timedelta(hours=73)
+    client.document("paynowOrders", order_id).update(
+        {"parkedAt": past, f"parked.`{old['event_id']}`.parkedAt": past}
+    )
+    dry = run_cli("sweep", "--dry-run", env=env)
+    assert dry.returncode == 0, dry.stderr
+    assert f"would dead-letter {old['event_id']}" in dry.stdout
+    assert young["event_id"] not in dry.stdout
+    result = run_cli("sweep", env=env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "parked past 72 h: 1, dead-lettered: 1, failed: 0" in result.stdout
+    record = doc(project, f"webhookEvents/{old['event_id']}") or {}
+    assert (record.get("status"), record.get("failureReason")) == ("failed_terminal", "order_not_credited")
+    assert not (doc(project, f"paynowOrders/{order_id}") or {}).get("parked")
+    letters = wait_for(lambda: [d for d in dlq_json(env) if d.get("event_id") == old["event_id"]], timeout=20)
+    assert [(d["reason"], d["error_class"]) for d in letters] == [("order_not_credited", "terminal")]
+    assert (doc(project, f"webhookEvents/{young['event_id']}") or {}).get("status") == "parked"
+    again = run_cli("sweep", env=env)
+    assert "parked past 72 h: 0, dead-lettered: 0, failed: 0" in again.stdout

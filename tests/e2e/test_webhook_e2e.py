@@ -324,14 +324,17 @@ def test_sync_mode_terminal_failure_is_acknowledged_and_dead_lettered(sync_stack
     assert [m.attributes["reason"] for m in letters] == ["unknown_product"]
 
 
-def test_sync_mode_transient_failure_answers_503_then_succeeds(sync_stack: Stack) -> None:
+def test_sync_mode_refund_before_its_order_is_parked_then_applied_with_it(sync_stack: Stack) -> None:
     uid, order_id = unique("u"), flake_id()
     refund = build_event("ON_REFUND", uid=uid, product_id=PRODUCT, order_id=order_id, status="completed")
-    assert sync_stack.post(refund).status_code == 503
+    first = sync_stack.post(refund)
+    assert first.status_code == 200  # acknowledged: stored on its order, not retried for days by PayNow
+    assert (doc(sync_stack.project, f"webhookEvents/{refund['event_id']}") or {}).get("status") == "parked"
     assert sync_stack.post(order(uid, order_id=order_id)).status_code == 200
-    retried = sync_stack.post(refund)
-    assert retried.status_code == 200
-    assert retried.json()["status"] == "processed"
+    assert sync_stack.balance(uid) == 0  # the order's credit and the parked refund, in one transaction
+    assert (doc(sync_stack.project, f"webhookEvents/{refund['event_id']}") or {}).get("status") == "processed"
+    again = sync_stack.post(refund)
+    assert (again.status_code, again.json()["status"]) == (200, "duplicate")
     assert sync_stack.balance(uid) == 0
 
 

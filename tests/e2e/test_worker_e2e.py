@@ -24,7 +24,18 @@ from paynow_service.domain.paynow import parse_webhook
 from paynow_service.domain.signature import sign
 from paynow_service.entrypoints.test_webhook import build_event, flake_id
 from tests.support.processes import ServiceProcess, serve
-from tests.support.stack import PLAN, PRODUCT, apply_topology, doc, ledger, pull, stack_env, unique, wait_for
+from tests.support.stack import (
+    PLAN,
+    PRODUCT,
+    apply_topology,
+    doc,
+    ledger,
+    pull,
+    signed,
+    stack_env,
+    unique,
+    wait_for,
+)
 from tests.support.stack import write_catalog as _catalog
 
 SECRET = "pn-test-secret-one"
@@ -52,11 +63,12 @@ class WorkerStack:
         )
 
     def publish_raw(self, event: dict[str, Any]) -> None:
-        """Publish straight to the topic, as a redelivery or a second publisher would."""
+        """Publish straight to the topic, signed as the webhook signs, as a redelivery would."""
         now = int(time.time() * 1000)
         data, attributes = encode_event(
             parse_webhook(json.dumps(event).encode(), received_at_ms=now, sent_at_ms=now)
         )
+        attributes = signed(data, attributes)
         client = GapicPublisher()
         client.publish(
             topic=self.settings.topic_path(self.settings.pubsub_topic),

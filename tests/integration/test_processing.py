@@ -233,15 +233,22 @@ async def test_refund_reverses_once_and_chargeback_won_recredits_once(container:
     assert len(entries) == 2
 
 
-async def test_refund_before_its_order_is_transient(container: bootstrap.Container) -> None:
+async def test_refund_before_its_order_is_parked_on_the_order(container: bootstrap.Container) -> None:
+    order_id = flake_id()
     refund = event_of(
-        build_event("ON_REFUND", uid="x", product_id=PRODUCT, order_id=flake_id(), status="approved")
+        build_event("ON_REFUND", uid="x", product_id=PRODUCT, order_id=order_id, status="approved")
     )
     outcome = await container.core.process(refund, component="test")
-    assert outcome.status == "transient"
-    assert outcome.reason == "order_not_credited"
+    assert (outcome.status, outcome.decision.result if outcome.decision else None) == ("processed", "parked")
     record = doc(project(container), f"webhookEvents/{refund.event_id}")
-    assert record is None or record.get("status") not in ("processed", "failed_terminal")
+    assert record is not None
+    assert record["status"] == "parked"
+    order = doc(project(container), f"paynowOrders/{order_id}")
+    assert order is not None
+    assert set(order["parked"]) == {refund.event_id}
+    assert "uid" not in order  # not credited: a later refund parks too, the order applies them
+    again = await container.core.process(refund, component="test")
+    assert again.status == "duplicate"
 
 
 async def test_chargeback_then_won_recredits_once(container: bootstrap.Container) -> None:

@@ -39,7 +39,8 @@ from paynow_service.domain.ledger import order_line_entry_id, reversal_entry_id,
 from paynow_service.entrypoints.test_webhook import EVENT_TYPES, build_event, flake_id
 from tests.support.wallet_audit import audit_wallet
 
-FINAL_STATUSES = frozenset({"processed", "ignored", "failed_terminal", "dead_lettered"})
+# "parked": a refund or dispute ahead of its order, stored on it (processed once the order comes).
+FINAL_STATUSES = frozenset({"processed", "ignored", "failed_terminal", "dead_lettered", "parked"})
 IGNORED_TYPES = tuple(t for t in EVENT_TYPES if t not in HANDLED_TYPES)
 UNKNOWN_PRODUCT = "400000000000000001"  # in no catalog
 _EXAMPLES = 5

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from paynow_service.adapters.emulators import free_port
@@ -39,14 +39,22 @@ class ServiceProcess:
     """One `paynow-service COMMAND` child with its own log file; stopped with SIGTERM."""
 
     def __init__(
-        self, command: str, env: Mapping[str, str], log_dir: Path, *, port: int | None = None, nice: int = 0
+        self,
+        command: str,
+        env: Mapping[str, str],
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        nice: int = 0,
+        argv: Sequence[str] = (),
     ) -> None:
+        """`argv` replaces `paynow-service COMMAND` (a test's own entry point, e.g. with a test plugin)."""
         self.command = command
         self.port = port
         self.log_path = log_dir / f"{command}-{time.monotonic_ns()}.log"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.process = subprocess.Popen(
-            [*(["nice", "-n", str(nice)] if nice else []), *CLI, command],
+            [*(["nice", "-n", str(nice)] if nice else []), *(argv or [*CLI, command])],
             env={**os.environ, **env},
             stdout=self._log,
             stderr=subprocess.STDOUT,

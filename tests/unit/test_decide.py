@@ -23,18 +23,13 @@ from paynow_service import hookimpl
 from paynow_service.adapters.firestore_processing import _order_record
 from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog, CatalogError, PlanRule, ProductRule
-from paynow_service.domain.errors import (
-    InvalidEventError,
-    OrderNotCreditedError,
-    TransientError,
-    UnknownProductError,
-    UserNotFoundError,
-)
+from paynow_service.domain.errors import InvalidEventError, UnknownProductError, UserNotFoundError
 from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry, Wallet
 from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, plan, read_set
 from paynow_service.hookspecs import Credit, CreditedEntry, PlannedCredit
 from paynow_service.plugins import get_plugin_manager
 from paynow_service.service.decide import FINAL_STATUSES, Decision, EventState, OrderRecord, decide
+from paynow_service.service.order_disputes import Dispute
 
 PACK, BIG_PACK, FREE_PACK, PLAN = "p-pack", "p-big", "p-free", "plan-gold"
 SHORT_PACK, PAID_DAYS_PACK, SHORT_PLAN, PAID_PLAN = "p-short", "p-paid-days", "plan-short", "plan-paid"
@@ -134,11 +129,11 @@ def sub_event(
     )
 
 
-def refund_event(status: str, refund_id: str = "r1") -> ev.PaymentEvent:
+def refund_event(status: str, refund_id: str = "r1", sent_at_ms: int = SENT_MS) -> ev.PaymentEvent:
     return ev.PaymentEvent(
         event_id=f"e-refund-{refund_id}-{status}",
         event_type=ev.REFUND,
-        sent_at_ms=SENT_MS,
+        sent_at_ms=sent_at_ms,
         refund=ev.Refund(refund_id=refund_id, order_id="o1", status=status),
     )
 
@@ -157,11 +152,13 @@ def chargeback_event(
 
 
 L1, L2 = "paynow:order:o1:line:l1", "paynow:order:o1:line:l2"
+S1, S2 = "paynow:sub:s1:cycle:1", "paynow:sub:s1:cycle:2"
 CREDITS = (CreditedEntry(L1, 300, PACK), CreditedEntry(L2, 250, BIG_PACK))
 
 
 def credited(**kw: Any) -> EventState:
-    return EventState(order=OrderRecord(uid="u1", credits=CREDITS, **kw))
+    """paynowOrders/o1 as the adapter reads it: credited (with `kw`: where its refunds and disputes stand)."""
+    return EventState(order=OrderRecord(uid="u1", order_id="o1", credits=CREDITS, **kw))
 
 
 def run(event: ev.PaymentEvent, state: EventState | None = None, hooks: pluggy.HookRelay = HOOKS) -> Decision:
@@ -185,7 +182,7 @@ def test_event_in_a_final_status_is_a_duplicate(status: str) -> None:
 
 
 def test_every_documented_final_status_counts_as_duplicate() -> None:
-    assert {"processed", "ignored", "failed_terminal", "dead_lettered"} == FINAL_STATUSES
+    assert {"processed", "ignored", "failed_terminal", "dead_lettered", "parked"} == FINAL_STATUSES
 
 
 @pytest.mark.parametrize("status", [None, "queued"])
@@ -271,8 +268,17 @@ def test_order_records_its_credits_for_refunds() -> None:
             {"entryId": L2, "points": 250, "productId": BIG_PACK},
         ],
         "points": 550,
+        # Where its refunds and disputes stand: none yet.
+        "generation": 0,
+        "reversals": {},
+        "reversed": [],
+        "reversedBy": "",
         "status": "credited",
+        "refunds": {},
+        "refundAmounts": {},
+        "chargebacks": {},
     }
+    assert decision.applied_parked == ()
 
 
 def test_order_redelivered_keeps_the_order_status() -> None:
@@ -492,6 +498,47 @@ def test_subscription_uid_from_mapping_else_user_not_found() -> None:
 # ---- refunds ----
 
 
+def order_doc(**changes: Any) -> dict[str, Any]:
+    """The dispute fields `decide` writes to paynowOrders/o1: those of a credited order, with `changes`."""
+    return {
+        "generation": 0,
+        "reversals": {},
+        "reversed": [],
+        "reversedBy": "",
+        "status": "credited",
+        "refunds": {},
+        "refundAmounts": {},
+        "chargebacks": {},
+        **changes,
+    }
+
+
+ALL_TAKEN = [{"entryId": L1, "points": 300}, {"entryId": L2, "points": 250}]
+ONCE = {L1: 1, L2: 1}  # each entry reversed once
+TWICE = {L1: 2, L2: 2}
+OPEN = {"status": "open", "closed": False}  # a dispute opened, as stored
+WON = Dispute("won", closed=True)
+
+
+def held_by(by: str, taken: Mapping[str, int] | None = None) -> EventState:
+    """The order as its first reversal left it: held by `by` ("refund:r1", "chargeback:cb1")."""
+    kind, _, ident = by.partition(":")
+    seen: dict[str, Any] = (
+        {"refunds": {ident: "approved"}, "refund_amounts": {ident: 0}}
+        if kind == "refund"
+        else {"chargebacks": {ident: Dispute("open")}}
+    )
+    taken = dict(taken or {L1: 300, L2: 250})
+    return credited(
+        generation=1, entry_reversals=dict.fromkeys(taken, 1), reversed=taken, reversed_by=by, **seen
+    )
+
+
+def recredited_once(**seen: Any) -> EventState:
+    """The order after its first reversal was re-credited: credited again, generation 1."""
+    return credited(generation=1, entry_reversals=ONCE, reversed={L1: 300, L2: 250}, **seen)
+
+
 @pytest.mark.parametrize("status", ["approved", "completed"])
 def test_refund_reverses_every_credit_of_the_order(status: str) -> None:
     decision = run(refund_event(status), credited())
@@ -500,88 +547,262 @@ def test_refund_reverses_every_credit_of_the_order(status: str) -> None:
     assert decision.order_id == "o1"
     assert amounts(decision) == {f"rev:{L1}": None, f"rev:{L2}": None}  # None: the original's amount
     assert [e.reversal_of for e in decision.entries] == [L1, L2]
-    assert all(e.action == "reversal" and e.uid == "u1" for e in decision.entries)
-    assert decision.entries[0].metadata == {
-        "eventId": f"e-refund-r1-{status}",
+    assert all(e.action == "reversal" and e.uid == "u1" and e.source == "paynow" for e in decision.entries)
+    assert [e.generation for e in decision.entries] == [1, 1]
+    for entry in decision.entries:
+        assert entry.metadata["eventId"] == f"e-refund-r1-{status}"
+        assert entry.metadata["reversalOf"] == entry.reversal_of
+        assert entry.metadata["by"] == "refund:r1"
+    assert decision.points == -550
+    assert decision.order_update == order_doc(
+        generation=1,
+        reversals=ONCE,
+        reversed=ALL_TAKEN,
+        reversedBy="refund:r1",
+        status="reversed",
+        refunds={"r1": status},
+        refundAmounts={"r1": 0},
+    )
+    assert not decision.park
+    assert decision.applied_parked == ()
+
+
+def test_reversal_and_recredit_metadata_name_their_order() -> None:
+    reversal = run(refund_event("approved"), credited()).entries[0]
+    recredit = run(refund_event("failed"), held_by("refund:r1")).entries[0]
+    assert reversal.metadata == {
+        "eventId": "e-refund-r1-approved",
         "orderId": "o1",
         "reversalOf": L1,
         "by": "refund:r1",
     }
-    assert decision.points == -550
-    assert decision.order_update == {
-        "reversed": [{"entryId": L1, "points": 300}, {"entryId": L2, "points": 250}],
-        "reversedBy": "refund:r1",
-        "recredited": False,
-        "status": "reversed",
-        "refunds": {"r1": status},
+    # The re-credit names the reversal it gives back: who held the order.
+    assert recredit.metadata == {
+        "eventId": "e-refund-r1-failed",
+        "orderId": "o1",
+        "recreditOf": L1,
+        "by": "refund:r1",
     }
 
 
-@pytest.mark.parametrize("status", ["created", "approved", "processing", "completed", "canceled", "failed"])
-def test_refund_before_the_order_is_credited_is_transient(status: str) -> None:
-    with pytest.raises(OrderNotCreditedError, match="o1") as caught:
-        run(refund_event(status))
-    assert isinstance(caught.value, TransientError)
-    assert caught.value.reason == "order_not_credited"
+def test_reversal_of_a_cycle_names_the_order_whose_dispute_took_it() -> None:
+    state = replace(credited(subscription_ids=("s1",)), cycles=(CreditedEntry(S1, 1000, PLAN),))
+    reversal = run(chargeback_event(), state).entries[-1]
+    assert (reversal.entry_id, reversal.reversal_of) == (f"rev:{S1}", S1)
+    assert reversal.metadata == {
+        "eventId": f"e-cb1-{ev.CHARGEBACK}-",
+        "orderId": "o1",
+        "reversalOf": S1,
+        "by": "chargeback:cb1",
+    }
 
 
-@pytest.mark.parametrize("status", ["created", "processing", "something-new"])
-def test_refund_in_another_status_only_records_it(status: str) -> None:
-    decision = run(refund_event(status), credited())
-    assert decision.result == "status_updated"
-    assert decision.entries == ()
-    assert decision.order_update == {"refunds": {"r1": status}}
+def test_an_order_read_back_names_itself_in_its_reversals() -> None:
+    # A new order's record carries its id, so what it applies (here a parked refund) names it too.
+    decision = run(order_event(), EventState(parked=(refund_event("approved"),)))
+    assert [e.metadata.get("orderId") for e in decision.entries] == ["o1", "o1"]
+    assert decision.entries[1].metadata["by"] == "refund:r1"
+
+
+REFUND_STATUSES = ["created", "approved", "processing", "completed", "canceled", "failed"]
 
 
 @pytest.mark.parametrize(
     "event",
-    [refund_event("approved"), refund_event("completed"), refund_event("approved", "r2"), chargeback_event()],
-    ids=["same-refund-again", "completed-after-approved", "another-refund", "chargeback"],
+    [refund_event(status) for status in REFUND_STATUSES]
+    + [
+        chargeback_event(),
+        chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"),
+        chargeback_event(ev.CHARGEBACK_CLOSED, outcome="lost"),
+    ],
+    ids=[f"refund-{status}" for status in REFUND_STATUSES] + ["chargeback", "closed-won", "closed-lost"],
 )
-def test_nothing_more_is_reversed_after_a_refund(event: ev.PaymentEvent) -> None:
-    state = credited(reversed={L1: 300, L2: 250}, reversed_by="refund:r1")
-    decision = run(event, state)
-    assert decision.result == "no_change"
+def test_refund_or_chargeback_before_the_order_is_credited_is_parked(event: ev.PaymentEvent) -> None:
+    # Acknowledged and stored on the order: its own transaction applies it (no more OrderNotCreditedError).
+    decision = run(event)
+    assert decision == Decision(result="parked", order_id="o1", park=True)
+    assert decision.writes
+
+
+def test_parked_event_delivered_again_is_a_duplicate() -> None:
+    assert "parked" in FINAL_STATUSES
+    assert run(refund_event("approved"), EventState(event_status="parked")) == Decision(result="duplicate")
+
+
+@pytest.mark.parametrize("status", ["created", "processing", "canceled", "failed", "something-new"])
+def test_refund_in_another_status_only_records_it(status: str) -> None:
+    decision = run(refund_event(status), credited())
+    assert decision.result == "status_updated"
     assert decision.entries == ()
     assert decision.points == 0
+    assert decision.order_update == order_doc(refunds={"r1": status}, refundAmounts={"r1": 0})
+
+
+def test_refund_status_is_recorded_in_lower_case() -> None:
+    decision = run(refund_event("APPROVED"), credited())
+    assert decision.result == "reversed"
     assert decision.order_update is not None
-    assert "reversed" not in decision.order_update
+    assert decision.order_update["refunds"] == {"r1": "approved"}
+
+
+def test_refund_delivered_again_changes_nothing() -> None:
+    decision = run(refund_event("approved"), held_by("refund:r1"))
+    assert decision == Decision(result="no_change", uid="u1", order_id="o1")
+
+
+@pytest.mark.parametrize(
+    ("event", "seen"),
+    [
+        (refund_event("completed"), {"refunds": {"r1": "completed"}, "refundAmounts": {"r1": 0}}),
+        (
+            refund_event("approved", "r2"),
+            {"refunds": {"r1": "approved", "r2": "approved"}, "refundAmounts": {"r1": 0, "r2": 0}},
+        ),
+        (
+            refund_event("failed", "r2"),
+            {"refunds": {"r1": "approved", "r2": "failed"}, "refundAmounts": {"r1": 0, "r2": 0}},
+        ),
+        (
+            chargeback_event(),
+            {"refunds": {"r1": "approved"}, "refundAmounts": {"r1": 0}, "chargebacks": {"cb1": OPEN}},
+        ),
+    ],
+    ids=["completed-after-approved", "another-refund", "another-refund-failed", "chargeback"],
+)
+def test_nothing_more_is_reversed_after_a_refund(event: ev.PaymentEvent, seen: dict[str, Any]) -> None:
+    decision = run(event, held_by("refund:r1"))
+    assert decision.result == "status_updated"  # the status is recorded, no point moves
+    assert decision.entries == ()
+    assert decision.points == 0
+    assert decision.order_update == order_doc(
+        generation=1, reversals=ONCE, reversed=ALL_TAKEN, reversedBy="refund:r1", status="reversed", **seen
+    )
 
 
 @pytest.mark.parametrize("status", ["canceled", "cancelled", "failed"])
 def test_refund_undone_after_the_reversal_recredits(status: str) -> None:
-    state = credited(reversed={L1: 300, L2: 100}, reversed_by="refund:r1")
+    state = held_by("refund:r1", {L1: 300, L2: 100})
     decision = run(refund_event(status), state)
     assert decision.result == "recredited"
     # amount None: the ledger re-credits exactly what each reversal took.
     assert amounts(decision) == {f"recredit:{L1}": None, f"recredit:{L2}": None}
-    assert {e.reversal_of for e in decision.entries} == {L1, L2}
     assert [e.reversal_of for e in decision.entries] == [L1, L2]
-    assert all(e.action == "credit" and e.uid == "u1" for e in decision.entries)
-    assert decision.entries[0].metadata == {
-        "eventId": f"e-refund-r1-{status}",
-        "orderId": "o1",
-        "recreditOf": L1,
-    }
+    assert all(e.action == "credit" and e.uid == "u1" and e.generation == 1 for e in decision.entries)
+    for entry in decision.entries:
+        assert entry.metadata["eventId"] == f"e-refund-r1-{status}"
+        assert entry.metadata["recreditOf"] == entry.reversal_of
     assert decision.points == 400
-    assert decision.order_update == {"recredited": True, "status": "recredited", "refunds": {"r1": status}}
+    assert decision.order_update == order_doc(
+        generation=1,
+        reversals=ONCE,
+        reversed=[{"entryId": L1, "points": 300}, {"entryId": L2, "points": 100}],
+        reversedBy="",
+        status="recredited",
+        refunds={"r1": status},
+        refundAmounts={"r1": 0},
+    )
 
 
 @pytest.mark.parametrize(
-    "state",
+    ("state", "expected"),
     [
-        credited(reversed={L1: 300}, reversed_by="refund:r1", recredited=True),  # already re-credited
-        credited(reversed={L1: 300}, reversed_by="refund:r2"),  # another refund reversed it
-        credited(reversed={L1: 300}, reversed_by="chargeback:cb1"),  # a chargeback reversed it
-        credited(),  # nothing was reversed
+        (
+            held_by("refund:r2"),
+            order_doc(
+                generation=1,
+                reversals=ONCE,
+                reversed=ALL_TAKEN,
+                reversedBy="refund:r2",
+                status="reversed",
+                refunds={"r2": "approved", "r1": "canceled"},
+                refundAmounts={"r2": 0, "r1": 0},
+            ),
+        ),
+        (
+            held_by("chargeback:cb1"),
+            order_doc(
+                generation=1,
+                reversals=ONCE,
+                reversed=ALL_TAKEN,
+                reversedBy="chargeback:cb1",
+                status="reversed",
+                refunds={"r1": "canceled"},
+                refundAmounts={"r1": 0},
+                chargebacks={"cb1": OPEN},
+            ),
+        ),
+        (credited(), order_doc(refunds={"r1": "canceled"}, refundAmounts={"r1": 0})),
     ],
-    ids=["twice", "other-refund", "chargeback", "not-reversed"],
+    ids=["other-refund", "chargeback", "not-reversed"],
 )
-def test_refund_canceled_recredits_only_its_own_reversal_once(state: EventState) -> None:
+def test_refund_canceled_recredits_only_its_own_reversal(state: EventState, expected: dict[str, Any]) -> None:
     decision = run(refund_event("canceled"), state)
     assert decision.result == "status_updated"
     assert decision.entries == ()
-    assert decision.order_update == {"refunds": {"r1": "canceled"}}
+    assert decision.points == 0
+    assert decision.order_update == expected
+
+
+@pytest.mark.parametrize("status", ["canceled", "failed", "approved", "completed"])
+def test_refund_recredited_once_changes_nothing_more(status: str) -> None:
+    # canceled and failed are as far as a refund goes: anything of the same refund after is stale.
+    decision = run(refund_event(status), recredited_once(refunds={"r1": "canceled"}))
+    assert decision == Decision(result="no_change", uid="u1", order_id="o1")
+
+
+def test_refund_failed_then_approved_never_reverses() -> None:
+    # PayNow's retries overtook each other: the later status came first.
+    failed = run(refund_event("failed"), credited())
+    assert failed.result == "status_updated"
+    assert failed.order_update == order_doc(refunds={"r1": "failed"}, refundAmounts={"r1": 0})
+    approved = run(refund_event("approved"), credited(refunds={"r1": "failed"}))
+    assert approved == Decision(result="no_change", uid="u1", order_id="o1")
+
+
+def test_refund_reverses_the_cycles_the_order_bought_after_its_lines() -> None:
+    cycles = (CreditedEntry(S1, 1000, PLAN), CreditedEntry(S2, 1000, PLAN))
+    decision = run(refund_event("approved"), replace(credited(), cycles=cycles))
+    assert [e.entry_id for e in decision.entries] == [f"rev:{L1}", f"rev:{L2}", f"rev:{S1}", f"rev:{S2}"]
+    assert decision.points == -2550
+    assert decision.order_update is not None
+    assert decision.order_update["reversed"] == [
+        *ALL_TAKEN,
+        *({"entryId": s, "points": 1000} for s in (S1, S2)),
+    ]
+
+
+def test_refund_partial_through_the_hook() -> None:
+    class Partial:
+        @hookimpl
+        def paynow_refund_points(self) -> int:
+            return 400
+
+    decision = run(refund_event("approved"), credited(), hooks=get_plugin_manager([Partial()]).hook)
+    assert amounts(decision) == {f"rev:{L1}": None, f"rev:{L2}": 100}
+    assert decision.points == -400
+    assert decision.order_update is not None
+    assert decision.order_update["reversed"] == [
+        {"entryId": L1, "points": 300},
+        {"entryId": L2, "points": 100},
+    ]
+
+
+def test_refund_after_a_recredit_reverses_again_as_generation_two() -> None:
+    decision = run(refund_event("approved", "r2"), recredited_once(chargebacks={"cb1": WON}))
+    assert decision.result == "reversed"
+    assert amounts(decision) == {f"rev2:{L1}": None, f"rev2:{L2}": None}
+    assert [e.generation for e in decision.entries] == [2, 2]
+    assert decision.points == -550
+    assert decision.order_update == order_doc(
+        generation=2,
+        reversals=TWICE,
+        reversed=ALL_TAKEN,
+        reversedBy="refund:r2",
+        status="reversed",
+        refunds={"r2": "approved"},
+        refundAmounts={"r2": 0},
+        chargebacks={"cb1": {"status": "won", "closed": True}},
+    )
 
 
 # ---- chargebacks ----
@@ -591,11 +812,17 @@ def test_chargeback_reverses_every_credit_once() -> None:
     decision = run(chargeback_event(), credited())
     assert decision.result == "reversed"
     assert amounts(decision) == {f"rev:{L1}": None, f"rev:{L2}": None}
-    assert decision.entries[0].metadata["by"] == "chargeback:cb1"
+    assert [e.metadata["by"] for e in decision.entries] == ["chargeback:cb1"] * 2
+    assert [e.generation for e in decision.entries] == [1, 1]
     assert decision.points == -550
-    assert decision.order_update is not None
-    assert decision.order_update["reversedBy"] == "chargeback:cb1"
-    assert decision.order_update["chargebacks"] == {"cb1": "open"}
+    assert decision.order_update == order_doc(
+        generation=1,
+        reversals=ONCE,
+        reversed=ALL_TAKEN,
+        reversedBy="chargeback:cb1",
+        status="reversed",
+        chargebacks={"cb1": OPEN},
+    )
 
 
 def test_chargeback_does_not_ask_the_refund_hook() -> None:
@@ -609,46 +836,353 @@ def test_chargeback_does_not_ask_the_refund_hook() -> None:
 
 
 def test_chargeback_again_reverses_nothing_more() -> None:
-    decision = run(chargeback_event(), credited(reversed={L1: 300, L2: 250}, reversed_by="chargeback:cb1"))
-    assert decision.result == "no_change"
+    decision = run(chargeback_event(), held_by("chargeback:cb1"))
+    assert decision == Decision(result="no_change", uid="u1", order_id="o1")
+
+
+def test_chargeback_in_a_new_open_status_only_records_it() -> None:
+    decision = run(chargeback_event(status="under_review"), held_by("chargeback:cb1"))
+    assert decision.result == "status_updated"
     assert decision.entries == ()
-    assert decision.order_update == {"chargebacks": {"cb1": "open"}}
-
-
-@pytest.mark.parametrize("event_type", [ev.CHARGEBACK, ev.CHARGEBACK_CLOSED])
-def test_chargeback_before_the_order_is_credited_is_transient(event_type: str) -> None:
-    with pytest.raises(OrderNotCreditedError):
-        run(chargeback_event(event_type, outcome="won"))
+    assert decision.order_update == order_doc(
+        generation=1,
+        reversals=ONCE,
+        reversed=ALL_TAKEN,
+        reversedBy="chargeback:cb1",
+        status="reversed",
+        chargebacks={"cb1": {"status": "under_review", "closed": False}},
+    )
 
 
 def test_chargeback_won_recredits_once() -> None:
-    state = credited(reversed={L1: 300, L2: 250}, reversed_by="chargeback:cb1")
+    state = held_by("chargeback:cb1")
     decision = run(chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won", status="closed"), state)
     assert decision.result == "recredited"
     assert amounts(decision) == {f"recredit:{L1}": None, f"recredit:{L2}": None}  # what the reversals took
+    assert [e.generation for e in decision.entries] == [1, 1]
     assert decision.points == 550
-    assert decision.order_update == {
-        "recredited": True,
-        "status": "recredited",
-        "chargebacks": {"cb1": "won"},
-    }
+    assert decision.order_update == order_doc(
+        generation=1,
+        reversals=ONCE,
+        reversed=ALL_TAKEN,
+        reversedBy="",
+        status="recredited",
+        chargebacks={"cb1": {"status": "won", "closed": True}},
+    )
 
 
 @pytest.mark.parametrize(
-    ("outcome", "state"),
+    ("outcome", "state", "reversed_by", "seen"),
     [
-        ("won", credited(reversed={L1: 300}, reversed_by="chargeback:cb1", recredited=True)),
-        ("lost", credited(reversed={L1: 300}, reversed_by="chargeback:cb1")),
-        ("won", credited(reversed={L1: 300}, reversed_by="refund:r1")),
-        ("won", credited(reversed={L1: 300}, reversed_by="chargeback:cb2")),
+        ("lost", held_by("chargeback:cb1"), "chargeback:cb1", {}),
+        (
+            "won",
+            held_by("refund:r1"),
+            "refund:r1",
+            {"refunds": {"r1": "approved"}, "refundAmounts": {"r1": 0}},
+        ),
+        (
+            "lost",
+            held_by("refund:r1"),
+            "refund:r1",
+            {"refunds": {"r1": "approved"}, "refundAmounts": {"r1": 0}},
+        ),
+        ("won", held_by("chargeback:cb2"), "chargeback:cb2", {"cb2": OPEN}),
     ],
-    ids=["won-twice", "lost", "reversed-by-refund", "another-chargeback"],
+    ids=["lost", "reversed-by-refund", "lost-while-reversed-by-refund", "another-chargeback"],
 )
-def test_chargeback_closed_recredits_nothing_otherwise(outcome: str, state: EventState) -> None:
+def test_chargeback_closed_recredits_nothing_otherwise(
+    outcome: str, state: EventState, reversed_by: str, seen: dict[str, Any]
+) -> None:
     decision = run(chargeback_event(ev.CHARGEBACK_CLOSED, outcome=outcome), state)
     assert decision.result == "status_updated"
     assert decision.entries == ()
-    assert decision.order_update == {"chargebacks": {"cb1": outcome}}
+    assert decision.points == 0
+    closed = {"cb1": {"status": outcome, "closed": True}}
+    other_disputes = {k: v for k, v in seen.items() if k not in ("refunds", "refundAmounts")}
+    assert decision.order_update == order_doc(
+        generation=1,
+        reversals=ONCE,
+        reversed=ALL_TAKEN,
+        reversedBy=reversed_by,
+        status="reversed",
+        refunds=seen.get("refunds", {}),
+        refundAmounts=seen.get("refundAmounts", {}),
+        chargebacks={**other_disputes, **closed},
+    )
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"),
+        chargeback_event(ev.CHARGEBACK_CLOSED, outcome="lost"),
+        chargeback_event(),
+    ],
+    ids=["won-twice", "lost-after-won", "opened-after-closed"],
+)
+def test_chargeback_closed_is_final(event: ev.PaymentEvent) -> None:
+    decision = run(event, recredited_once(chargebacks={"cb1": WON}))
+    assert decision == Decision(result="no_change", uid="u1", order_id="o1")
+
+
+def test_chargeback_lost_whose_opening_was_missed_reverses() -> None:
+    decision = run(chargeback_event(ev.CHARGEBACK_CLOSED, outcome="lost"), credited())
+    assert decision.result == "reversed"
+    assert amounts(decision) == {f"rev:{L1}": None, f"rev:{L2}": None}
+    assert decision.order_update == order_doc(
+        generation=1,
+        reversals=ONCE,
+        reversed=ALL_TAKEN,
+        reversedBy="chargeback:cb1",
+        status="reversed",
+        chargebacks={"cb1": {"status": "lost", "closed": True}},
+    )
+
+
+def test_chargeback_won_whose_opening_was_missed_moves_nothing() -> None:
+    decision = run(chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"), credited())
+    assert decision.result == "status_updated"
+    assert decision.entries == ()
+    assert decision.order_update == order_doc(chargebacks={"cb1": {"status": "won", "closed": True}})
+
+
+def test_chargeback_after_a_recredit_reverses_again_as_generation_two() -> None:
+    # A refund approved then failed left the order credited: a new dispute takes it back again.
+    decision = run(chargeback_event(), recredited_once(refunds={"r1": "failed"}))
+    assert decision.result == "reversed"
+    assert amounts(decision) == {f"rev2:{L1}": None, f"rev2:{L2}": None}
+    assert [e.generation for e in decision.entries] == [2, 2]
+    assert [e.reversal_of for e in decision.entries] == [L1, L2]
+    assert decision.points == -550
+    assert decision.order_update == order_doc(
+        generation=2,
+        reversals=TWICE,
+        reversed=ALL_TAKEN,
+        reversedBy="chargeback:cb1",
+        status="reversed",
+        refunds={"r1": "failed"},
+        chargebacks={"cb1": OPEN},
+    )
+
+
+def test_chargeback_after_a_recredited_partial_refund_counts_each_entry_on_its_own() -> None:
+    # The partial refund took 200 of L1 only, and failed: L1 was reversed once, L2 never.
+    state = credited(
+        generation=1,
+        entry_reversals={L1: 1},
+        reversed={L1: 200},
+        refunds={"r1": "failed"},
+        refund_amounts={"r1": 200},
+    )
+    decision = run(chargeback_event(), state)
+    assert decision.result == "reversed"
+    assert amounts(decision) == {f"rev2:{L1}": None, f"rev:{L2}": None}
+    assert [e.generation for e in decision.entries] == [2, 1]
+    assert decision.points == -550
+    assert decision.order_update == order_doc(
+        generation=2,
+        reversals={L1: 2, L2: 1},
+        reversed=ALL_TAKEN,
+        reversedBy="chargeback:cb1",
+        status="reversed",
+        refunds={"r1": "failed"},
+        refundAmounts={"r1": 200},
+        chargebacks={"cb1": OPEN},
+    )
+    # Won, it gives back each entry's own reversal, as read back from what was written.
+    won = run(chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"), read_back(decision))
+    assert amounts(won) == {f"recredit2:{L1}": None, f"recredit:{L2}": None}
+    assert [e.generation for e in won.entries] == [2, 1]
+    assert won.points == 550
+
+
+def read_back(decision: Decision) -> EventState:
+    """paynowOrders/o1 (the order of `credited()`) after `decision`, read as the adapter does."""
+    assert decision.order_update is not None
+    credits = [{"entryId": c.entry_id, "points": c.points, "productId": c.product_id} for c in CREDITS]
+    return EventState(order=_order_record("o1", {"uid": "u1", "credits": credits, **decision.order_update}))
+
+
+def test_dispute_won_hands_the_order_to_a_refund_still_approved_through_the_hook() -> None:
+    # decide passes the hooks to the dispute's step: the pending refund takes what the plugins say.
+    class ByAmount:
+        def __init__(self) -> None:
+            self.asked: list[tuple[str, str, int]] = []
+
+        @hookimpl
+        def paynow_refund_points(self, refund: ev.Refund) -> int:
+            self.asked.append((refund.refund_id, refund.status, refund.amount))
+            return refund.amount
+
+    plugin = ByAmount()
+    state = credited(
+        generation=1,
+        entry_reversals=ONCE,
+        reversed={L1: 300, L2: 250},
+        reversed_by="chargeback:cb1",
+        refunds={"r2": "approved"},  # approved while the dispute held the order: recorded only
+        refund_amounts={"r2": 200},
+        chargebacks={"cb1": Dispute("open")},
+    )
+    decision = run(
+        chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"), state, get_plugin_manager([plugin]).hook
+    )
+    assert decision.result == "recredited"
+    assert [(e.entry_id, e.action, e.amount, e.generation) for e in decision.entries] == [
+        (f"recredit:{L1}", "credit", None, 1),
+        (f"recredit:{L2}", "credit", None, 1),
+        (f"rev2:{L1}", "reversal", 200, 2),
+    ]
+    assert [e.metadata["by"] for e in decision.entries] == ["chargeback:cb1", "chargeback:cb1", "refund:r2"]
+    assert decision.points == 550 - 200
+    assert plugin.asked == [("r2", "approved", 200)]
+    assert decision.order_update == order_doc(
+        generation=2,
+        reversals={L1: 2, L2: 1},
+        reversed=[{"entryId": L1, "points": 200}],
+        reversedBy="refund:r2",
+        status="reversed",
+        refunds={"r2": "approved"},
+        refundAmounts={"r2": 200},
+        chargebacks={"cb1": {"status": "won", "closed": True}},
+    )
+
+
+def test_chargeback_won_of_generation_two_recredits_as_generation_two() -> None:
+    state = credited(
+        generation=2,
+        entry_reversals=TWICE,
+        reversed={L1: 300, L2: 250},
+        reversed_by="chargeback:cb2",
+        chargebacks={"cb1": WON, "cb2": Dispute("open")},
+    )
+    decision = run(chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won", cb_id="cb2"), state)
+    assert decision.result == "recredited"
+    assert amounts(decision) == {f"recredit2:{L1}": None, f"recredit2:{L2}": None}
+    assert [e.generation for e in decision.entries] == [2, 2]
+    assert decision.order_update == order_doc(
+        generation=2,
+        reversals=TWICE,
+        reversed=ALL_TAKEN,
+        reversedBy="",
+        status="recredited",
+        chargebacks={"cb1": {"status": "won", "closed": True}, "cb2": {"status": "won", "closed": True}},
+    )
+
+
+def test_chargeback_reverses_the_cycles_read_with_the_order() -> None:
+    # The adapter reads the cycles of the order's subscriptions into the state, not the order record.
+    state = replace(credited(subscription_ids=("s1",)), cycles=(CreditedEntry(S1, 1000, PLAN),))
+    decision = run(chargeback_event(), state)
+    assert [e.entry_id for e in decision.entries] == [f"rev:{L1}", f"rev:{L2}", f"rev:{S1}"]
+    assert decision.points == -1550
+
+
+# ---- an order applies the refunds and disputes parked before it ----
+
+
+def test_order_applies_what_was_parked_in_status_order() -> None:
+    # The failed refund arrived first: applied after its approval, it re-credits what that took.
+    parked = (refund_event("failed", sent_at_ms=SENT_MS + 1), refund_event("approved"))
+    decision = run(order_event(), EventState(parked=parked))
+    assert decision.result == "credited"
+    assert [(e.entry_id, e.action, e.amount) for e in decision.entries] == [
+        (L1, "credit", 100),
+        (f"rev:{L1}", "reversal", None),
+        (f"recredit:{L1}", "credit", None),
+    ]
+    assert decision.points == 100
+    assert decision.applied_parked == ("e-refund-r1-failed", "e-refund-r1-approved")
+    assert not decision.park
+    assert decision.order_update == {
+        "uid": "u1",
+        "customerId": "c1",
+        "eventId": "e-order",
+        "entryIds": [L1],
+        "credits": [{"entryId": L1, "points": 100, "productId": PACK}],
+        "points": 100,
+        **order_doc(
+            generation=1,
+            reversals={L1: 1},
+            reversed=[{"entryId": L1, "points": 100}],
+            status="recredited",
+            refunds={"r1": "failed"},
+            refundAmounts={"r1": 0},
+        ),
+    }
+
+
+def test_order_applies_a_parked_refund_that_reverses_it() -> None:
+    decision = run(order_event(), EventState(parked=(refund_event("approved"),)))
+    assert decision.result == "credited"
+    assert amounts(decision) == {L1: 100, f"rev:{L1}": None}
+    assert decision.points == 0
+    assert decision.applied_parked == ("e-refund-r1-approved",)
+    assert decision.order_update is not None
+    assert {k: decision.order_update[k] for k in ("points", "status", "reversedBy", "generation")} == {
+        "points": 100,  # what the order credited
+        "status": "reversed",
+        "reversedBy": "refund:r1",
+        "generation": 1,
+    }
+
+
+def test_order_applies_a_parked_partial_refund_through_the_hook() -> None:
+    class Partial:
+        @hookimpl
+        def paynow_refund_points(self) -> int:
+            return 200
+
+    hooks = get_plugin_manager([Partial()]).hook
+    decision = run(
+        order_event(line("l1", PACK, quantity=5)), EventState(parked=(refund_event("approved"),)), hooks
+    )
+    assert amounts(decision) == {L1: 500, f"rev:{L1}": 200}
+    assert decision.points == 300
+    assert decision.order_update is not None
+    assert decision.order_update["reversed"] == [{"entryId": L1, "points": 200}]
+
+
+def test_order_applies_a_whole_parked_dispute() -> None:
+    parked = (chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"), chargeback_event())
+    decision = run(order_event(), EventState(parked=parked))
+    assert [e.entry_id for e in decision.entries] == [L1, f"rev:{L1}", f"recredit:{L1}"]
+    assert decision.points == 100
+    assert decision.order_update is not None
+    assert decision.order_update["chargebacks"] == {"cb1": {"status": "won", "closed": True}}
+    assert decision.order_update["status"] == "recredited"
+
+
+def test_order_of_a_plan_applies_a_parked_dispute_to_the_cycles_credited_before_it() -> None:
+    # The order credits nothing itself; cycle 1 was credited first, and the dispute came first too.
+    event = order_event(line("l1", PLAN, subscription_id="s1"))
+    state = EventState(parked=(chargeback_event(),), cycles=(CreditedEntry(S1, 1000, PLAN),))
+    decision = run(event, state)
+    assert decision.result == "credited"  # it writes entries: the reversal
+    assert [(e.entry_id, e.reversal_of) for e in decision.entries] == [(f"rev:{S1}", S1)]
+    assert decision.points == -1000
+    assert decision.order_update is not None
+    assert decision.order_update["subscriptionIds"] == ["s1"]
+    assert decision.order_update["credits"] == []
+    assert decision.order_update["reversed"] == [{"entryId": S1, "points": 1000}]
+
+
+def test_order_with_a_parked_status_only_records_it() -> None:
+    decision = run(order_event(), EventState(parked=(refund_event("created"),)))
+    assert amounts(decision) == {L1: 100}
+    assert decision.applied_parked == ("e-refund-r1-created",)
+    assert decision.order_update is not None
+    assert decision.order_update["refunds"] == {"r1": "created"}
+    assert decision.order_update["status"] == "credited"
+
+
+def test_order_redelivered_applies_nothing_parked() -> None:
+    # A credited order has nothing parked (its transaction applied it); decide does not apply twice.
+    state = EventState(order=OrderRecord(uid="u1", credits=(CreditedEntry(L1, 100, PACK),)))
+    decision = run(order_event(), replace(state, parked=(refund_event("approved"),)))
+    assert amounts(decision) == {L1: 100}
+    assert decision.applied_parked == ()
 
 
 # ---- lifecycles: decisions applied to paynowOrders, then read back as the adapter does ----
@@ -664,20 +1198,59 @@ def _merge(doc: dict[str, Any], update: Mapping[str, Any]) -> None:
 
 
 class Order:
-    """paynowOrders/o1 across a sequence of events."""
+    """paynowOrders/o1 across a sequence of events, parked ones included."""
 
     def __init__(self) -> None:
         self.doc: dict[str, Any] | None = None
+        self.parked: dict[str, ev.PaymentEvent] = {}
 
     def apply(self, event: ev.PaymentEvent) -> Decision:
-        decision = run(event, EventState(order=_order_record(self.doc)))
+        state = EventState(order=_order_record("o1", self.doc), parked=tuple(self.parked.values()))
+        decision = run(event, state)
+        if decision.park:
+            self.parked[event.event_id] = event
+        for event_id in decision.applied_parked:
+            del self.parked[event_id]
         if decision.order_update is not None:
             self.doc = self.doc or {}
             _merge(self.doc, decision.order_update)
         return decision
 
 
-def test_refund_lifecycle_reverses_once_and_recredits_once() -> None:
+def test_refund_lifecycle_reverses_once_recredits_once_then_a_new_refund_reverses_again() -> None:
+    order = Order()
+    steps = [
+        order_event(line("l1", PACK, quantity=3), line("l2", BIG_PACK)),
+        refund_event("approved"),
+        refund_event("completed"),
+        refund_event("canceled"),
+        refund_event("canceled"),
+        refund_event("failed"),
+        refund_event("approved", "r2"),
+    ]
+    decisions = list(map(order.apply, steps))
+    assert [(d.result, d.points) for d in decisions] == [
+        ("credited", 550),
+        ("reversed", -550),
+        ("status_updated", 0),  # recorded: nothing more to take
+        ("recredited", 550),
+        ("no_change", 0),
+        ("no_change", 0),  # failed is no further than canceled
+        ("reversed", -550),  # credited again: the next generation
+    ]
+    assert list(amounts(decisions[-1])) == [f"rev2:{L1}", f"rev2:{L2}"]
+    assert order.doc is not None
+    assert order.doc["refunds"] == {"r1": "canceled", "r2": "approved"}
+    assert order.doc["chargebacks"] == {}
+    assert (order.doc["generation"], order.doc["reversedBy"], order.doc["status"]) == (
+        2,
+        "refund:r2",
+        "reversed",
+    )
+    assert order.doc["reversals"] == TWICE
+
+
+def test_refund_lifecycle_a_dispute_opened_while_the_refund_held_takes_the_order_over() -> None:
     order = Order()
     steps = [
         order_event(line("l1", PACK, quantity=3), line("l2", BIG_PACK)),
@@ -689,20 +1262,33 @@ def test_refund_lifecycle_reverses_once_and_recredits_once() -> None:
         refund_event("failed"),
         refund_event("approved", "r2"),
     ]
-    results = [(d.result, d.points) for d in map(order.apply, steps)]
-    assert results == [
+    decisions = list(map(order.apply, steps))
+    assert [(d.result, d.points) for d in decisions] == [
         ("credited", 550),
         ("reversed", -550),
+        ("status_updated", 0),  # recorded: nothing more to take
+        ("status_updated", 0),  # recorded while the refund holds the order
+        ("recredited", 0),  # 550 given back, and the dispute still open takes them again at once
         ("no_change", 0),
-        ("no_change", 0),
-        ("recredited", 550),
-        ("status_updated", 0),
-        ("status_updated", 0),
-        ("no_change", 0),
+        ("no_change", 0),  # failed is no further than canceled
+        ("status_updated", 0),  # recorded while the dispute holds the order
     ]
+    assert list(amounts(decisions[4])) == [f"recredit:{L1}", f"recredit:{L2}", f"rev2:{L1}", f"rev2:{L2}"]
+    assert [e.metadata["by"] for e in decisions[4].entries] == ["refund:r1"] * 2 + ["chargeback:cb1"] * 2
     assert order.doc is not None
-    assert order.doc["refunds"] == {"r1": "failed", "r2": "approved"}
-    assert order.doc["chargebacks"] == {"cb1": "open"}
+    assert order.doc["refunds"] == {"r1": "canceled", "r2": "approved"}
+    assert order.doc["chargebacks"] == {"cb1": OPEN}
+    assert (order.doc["generation"], order.doc["reversedBy"], order.doc["status"]) == (
+        2,
+        "chargeback:cb1",
+        "reversed",
+    )
+    assert order.doc["reversals"] == TWICE
+    # The dispute won: its reversal comes back, and the refund r2, still approved, takes the order over.
+    won = order.apply(chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"))
+    assert (won.result, won.points) == ("recredited", 0)
+    assert list(amounts(won)) == [f"recredit2:{L1}", f"recredit2:{L2}", f"rev3:{L1}", f"rev3:{L2}"]
+    assert (order.doc["generation"], order.doc["reversedBy"]) == (3, "refund:r2")
 
 
 def test_chargeback_lifecycle_won_recredits_once_lost_never() -> None:
@@ -715,6 +1301,23 @@ def test_chargeback_lifecycle_won_recredits_once_lost_never() -> None:
         again = order.apply(chargeback_event(ev.CHARGEBACK_CLOSED, outcome=outcome))
         assert (first.points, again.points) == ((100, 0) if outcome == "won" else (0, 0))
         assert again.entries == ()
+    # Won: credited again, so the next dispute reverses again (generation 2); lost: it stays reversed.
+    second = won.apply(chargeback_event(cb_id="cb2"))
+    assert (second.result, list(amounts(second))) == ("reversed", [f"rev2:{L1}"])
+    assert lost.apply(chargeback_event(cb_id="cb2")).result == "status_updated"
+
+
+def test_refund_before_its_order_is_parked_then_applied_with_it() -> None:
+    order = Order()
+    parked = order.apply(refund_event("approved"))
+    assert (parked.result, parked.park, order.doc) == ("parked", True, None)
+    credited_ = order.apply(order_event())
+    assert [e.entry_id for e in credited_.entries] == [L1, f"rev:{L1}"]
+    assert credited_.applied_parked == ("e-refund-r1-approved",)
+    assert order.parked == {}
+    # The order now holds the refund's reversal: its failure re-credits.
+    failed = order.apply(refund_event("failed"))
+    assert (failed.result, list(amounts(failed))) == ("recredited", [f"recredit:{L1}"])
 
 
 # ---- decisions applied to the ledger's pure rules ----
@@ -777,6 +1380,49 @@ def test_refund_canceled_after_a_reversal_stopped_at_zero_restores_what_was_take
     ledger = Ledger(allow_negative_balance=False)
     _refund_then_cancel(ledger, spent=400)  # the reversal takes 100 (shortfall 400)
     assert ledger.wallets["u1"].paid == 100
+
+
+@pytest.mark.parametrize("allow_negative", [True, False])
+def test_each_generation_moves_the_wallet_and_the_ledger_accepts_its_ids(allow_negative: bool) -> None:
+    # docs/refunds-and-disputes.md rows 6 and 9: a refund failed, then a dispute won, on one order.
+    ledger = Ledger(allow_negative_balance=allow_negative)
+    order = Order()
+    paid = []
+    for event in [
+        order_event(line("l1", PACK, quantity=5)),
+        refund_event("approved"),
+        refund_event("failed"),
+        chargeback_event(),
+        chargeback_event(ev.CHARGEBACK_CLOSED, outcome="won"),
+        chargeback_event(cb_id="cb2"),
+    ]:
+        ledger.apply(order.apply(event).entries)
+        paid.append(ledger.wallets["u1"].paid)
+    assert paid == [500, 0, 500, 0, 500, 0]
+    assert [entry_id for _, entry_id in ledger.entries] == [
+        L1,
+        f"rev:{L1}",
+        f"recredit:{L1}",
+        f"rev2:{L1}",
+        f"recredit2:{L1}",
+        f"rev3:{L1}",
+    ]
+    assert order.doc is not None
+    assert (order.doc["generation"], order.doc["reversedBy"]) == (3, "chargeback:cb2")
+
+
+def test_parked_refund_then_order_moves_the_wallet_like_the_other_way_round() -> None:
+    # docs/refunds-and-disputes.md row 19: parked out of order, applied in status order.
+    ledger = Ledger()
+    order = Order()
+    for event in [
+        refund_event("failed"),
+        refund_event("approved"),
+        order_event(line("l1", PACK, quantity=5)),
+    ]:
+        ledger.apply(order.apply(event).entries)
+    assert ledger.wallets["u1"].paid == 500
+    assert [entry_id for _, entry_id in ledger.entries] == [L1, f"rev:{L1}", f"recredit:{L1}"]
 
 
 # ---- promo lots: when they expire, and what the entries are labelled ----
@@ -932,7 +1578,7 @@ def test_plugin_expires_in_days_limits_are_inclusive(days: int) -> None:
 
 def test_reversals_and_recredits_carry_no_expiry_of_their_own() -> None:
     reversed_ = run(refund_event("approved"), credited())
-    recredited = run(refund_event("canceled"), credited(reversed={L1: 300}, reversed_by="refund:r1"))
+    recredited = run(refund_event("canceled"), held_by("refund:r1", {L1: 300}))
     assert [e.expires_at for e in reversed_.entries + recredited.entries] == [None, None, None]
 
 

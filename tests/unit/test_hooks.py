@@ -365,9 +365,32 @@ def test_paynow_refund_points_partial_within_first_entry_touches_only_it() -> No
 
 @pytest.mark.parametrize(("asked", "expected"), [(10_000, -800), (800, -800), (-5, 0), (0, 0)])
 def test_paynow_refund_points_result_is_clamped_to_the_order(asked: int, expected: int) -> None:
-    decision = run(refund_event(), RefundsPart(asked), state=CREDITED_ORDER)
+    plugin = RefundsPart(asked)
+    decision = run(refund_event(), plugin, state=CREDITED_ORDER)
+    assert plugin.credited == [CREDITED]
     assert decision.points == expected
-    assert decision.result == ("reversed" if expected else "no_change")
+    assert -sum(e.amount or _credited_points(e.reversal_of) for e in decision.entries) == expected
+    assert decision.order_update is not None
+    assert decision.order_update["refunds"] == {"r1": "approved"}
+    assert decision.order_update["refundAmounts"] == {"r1": 5000}
+    if expected:
+        assert decision.result == "reversed"
+        assert (decision.order_update["status"], decision.order_update["reversedBy"]) == (
+            "reversed",
+            "refund:r1",
+        )
+    else:
+        # Nothing to take back: the order stays credited, and the refund's status is recorded.
+        assert decision.result == "status_updated"
+        assert decision.entries == ()
+        assert decision.order_update["status"] == "credited"
+        assert decision.order_update["reversedBy"] == ""
+        assert decision.order_update["reversed"] == []
+        assert decision.order_update["generation"] == 0
+
+
+def _credited_points(entry_id: str | None) -> int:
+    return next(c.points for c in CREDITED if c.entry_id == entry_id)
 
 
 def test_paynow_refund_points_first_answer_decides() -> None:
@@ -376,12 +399,28 @@ def test_paynow_refund_points_first_answer_decides() -> None:
     assert decision.points == -300
 
 
-def test_paynow_refund_points_not_called_once_the_order_was_reversed() -> None:
+@pytest.mark.parametrize("holder", ["refund:r1", "chargeback:cb1"])
+def test_paynow_refund_points_not_called_once_the_order_was_reversed(holder: str) -> None:
+    # Reversed by this refund's approval (its completion follows), or by a dispute: the status is recorded.
     plugin = RefundsPart(100)
-    state = EventState(order=OrderRecord(uid="u1", credits=CREDITED, reversed={CREDITED[0].entry_id: 500}))
-    decision = run(refund_event("completed"), plugin, state=state)
+    held = OrderRecord(
+        uid="u1",
+        order_id="o1",
+        credits=CREDITED,
+        generation=1,
+        entry_reversals={CREDITED[0].entry_id: 1},
+        reversed={CREDITED[0].entry_id: 500},
+        reversed_by=holder,
+        refunds={"r1": "approved"} if holder == "refund:r1" else {},
+    )
+    decision = run(refund_event("completed"), plugin, state=EventState(order=held))
+    assert decision.result == "status_updated"
     assert decision.entries == ()
+    assert decision.points == 0
     assert plugin.credited == []
+    assert decision.order_update is not None
+    assert decision.order_update["refunds"] == {"r1": "completed"}
+    assert (decision.order_update["status"], decision.order_update["reversedBy"]) == ("reversed", holder)
 
 
 # ---- paynow_adjust_credits ----

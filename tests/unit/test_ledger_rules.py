@@ -611,3 +611,43 @@ def test_wallet_stays_the_sum_of_its_lots_and_no_lot_goes_negative(
                 )
         if not allow_negative:
             assert wallet.paid >= 0
+
+
+def gen(action: str, original: str, generation: int, uid: str = "u1") -> EntryRequest:
+    if action == "reversal":
+        entry_id = f"rev{generation}:{original}" if generation > 1 else f"rev:{original}"
+        return EntryRequest(
+            entry_id, uid, "reversal", None, "test", reversal_of=original, generation=generation
+        )
+    entry_id = f"recredit{generation}:{original}" if generation > 1 else f"recredit:{original}"
+    return EntryRequest(entry_id, uid, "credit", None, "test", reversal_of=original, generation=generation)
+
+
+def test_generations_alternate_reversal_and_recredit(store: Store) -> None:
+    store.apply(credit("c1", amount=100, kind="promo", expires_at=SOON))
+    with pytest.raises(EntryNotFoundError):  # reversal 2 needs re-credit 1
+        store.apply(gen("reversal", "c1", 2))
+    store.apply(gen("reversal", "c1", 1))
+    store.apply(gen("credit", "c1", 1))
+    second = store.apply(gen("reversal", "c1", 2)).outcomes[0].entry
+    # The points live in re-credit 1's lot now: the second reversal takes them from there.
+    assert (second.entry_id, second.amount) == ("rev2:c1", -100)
+    assert second.consumed_lots == (LotMove("recredit:c1", 100, SOON),)
+    third = store.apply(gen("credit", "c1", 2)).outcomes[0].entry
+    assert (third.entry_id, third.credit_lot) == ("recredit2:c1", LotMove("recredit2:c1", 100, SOON))
+    assert store.wallets["u1"].lots_sum == 100
+    assert store.apply(gen("reversal", "c1", 2)).outcomes[0].replayed
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        EntryRequest("rev:c1", "u1", "reversal", None, "t", reversal_of="c1", generation=2),  # id says 1
+        EntryRequest("rev2:c1", "u1", "reversal", None, "t", reversal_of="c1", generation=0),
+        EntryRequest("c9", "u1", "credit", 5, "t", generation=2),  # a plain credit has no generation
+        EntryRequest("recredit3:c1", "u1", "credit", None, "t", reversal_of="c1", generation=2),
+    ],
+)
+def test_generation_mismatches_are_invalid(request_: EntryRequest) -> None:
+    with pytest.raises(InvalidRequestError):
+        read_set([request_])
