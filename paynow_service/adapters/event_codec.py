@@ -252,3 +252,14 @@ def _chargeback_from_pb(c: pb.PaymentEvent.Chargeback) -> ev.Chargeback:
         chargeback_status=c.chargeback_status,
         amount=c.amount,
     )
+
+
+def decode_stored_event(raw: object) -> ev.PaymentEvent | None:
+    """A PaymentEvent this service stored in Firestore (at ingest, or parked on an order);
+    None when the bytes are missing or do not decode."""
+    if not isinstance(raw, bytes):
+        return None
+    try:
+        return decode_event(raw, {ATTR_SCHEMA_VERSION: str(ev.SCHEMA_VERSION)})
+    except (MalformedMessageError, IncompatibleSchemaError):
+        return None

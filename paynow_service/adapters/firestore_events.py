@@ -16,13 +16,11 @@ from typing import Any
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
-from paynow_service.adapters.event_codec import decode_event, encode_event
+from paynow_service.adapters.event_codec import decode_stored_event, encode_event
 from paynow_service.domain.errors import (
-    IncompatibleSchemaError,
-    MalformedMessageError,
     StorageUnavailableError,
 )
-from paynow_service.domain.events import SCHEMA_VERSION, PaymentEvent
+from paynow_service.domain.events import PaymentEvent
 from paynow_service.logs import log
 
 EVENTS = "webhookEvents"
@@ -220,14 +218,7 @@ class EventRecords:
             snap = await self._ref(record_id).get(timeout=self._timeout)
         except _UNAVAILABLE as err:
             raise StorageUnavailableError(f"webhookEvents read failed: {type(err).__name__}") from err
-        data = snap.to_dict() or {}
-        raw, attributes = data.get("event"), {"schema_version": str(SCHEMA_VERSION)}
-        if not isinstance(raw, bytes):
-            return None
-        try:
-            return decode_event(raw, attributes)
-        except (MalformedMessageError, IncompatibleSchemaError):
-            return None
+        return decode_stored_event((snap.to_dict() or {}).get("event"))
 
     async def stranded(self, lease_s: int, limit: int) -> list[EventRecord]:
         """Events still `queued` without `publishedAt` whose lease expired."""

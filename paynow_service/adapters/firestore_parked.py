@@ -14,10 +14,9 @@ from typing import Any
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from paynow_service.adapters.event_codec import decode_event
+from paynow_service.adapters.event_codec import decode_stored_event
 from paynow_service.adapters.firestore_events import EVENTS, utcnow
-from paynow_service.domain.errors import IncompatibleSchemaError, MalformedMessageError
-from paynow_service.domain.events import SCHEMA_VERSION, PaymentEvent
+from paynow_service.domain.events import PaymentEvent
 
 ORDERS = "paynowOrders"
 
@@ -49,7 +48,8 @@ class ParkedEvents:
             for event_id, item in ((snap.to_dict() or {}).get("parked") or {}).items():
                 parked_at = item.get("parkedAt") if isinstance(item, dict) else None
                 if isinstance(parked_at, dt.datetime) and parked_at < cutoff:
-                    found.append(ParkedEvent(snap.id, str(event_id), _decode(item.get("event")), parked_at))
+                    event = decode_stored_event(item.get("event"))
+                    found.append(ParkedEvent(snap.id, str(event_id), event, parked_at))
         return found[:limit]
 
     async def release(self, parked: ParkedEvent, reason: str, detail: str) -> bool:
@@ -86,12 +86,3 @@ class ParkedEvents:
 
         released: bool = await work(self._db.transaction())
         return released
-
-
-def _decode(raw: object) -> PaymentEvent | None:
-    if not isinstance(raw, bytes):
-        return None
-    try:
-        return decode_event(raw, {"schema_version": str(SCHEMA_VERSION)})
-    except (MalformedMessageError, IncompatibleSchemaError):
-        return None

@@ -17,16 +17,14 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.async_transaction import AsyncTransaction
 
-from paynow_service.adapters.event_codec import decode_event, encode_event
+from paynow_service.adapters.event_codec import decode_stored_event, encode_event
 from paynow_service.adapters.firestore_events import EVENTS, utcnow
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
 from paynow_service.domain.errors import (
-    IncompatibleSchemaError,
     InvalidEventError,
     LedgerConflictError,
-    MalformedMessageError,
 )
-from paynow_service.domain.events import SCHEMA_VERSION, PaymentEvent
+from paynow_service.domain.events import PaymentEvent
 from paynow_service.domain.ledger import LedgerResult
 from paynow_service.hookspecs import CreditedEntry
 from paynow_service.service.decide import Decision, EventState, known_uid
@@ -84,16 +82,13 @@ def _dispute(value: Any) -> Dispute:
 
 
 def _parked(data: dict[str, Any] | None) -> dict[str, PaymentEvent]:
-    """The refunds and disputes stored on the order while it was not credited, decoded."""
+    """The refunds and disputes stored on the order while it was not credited, decoded (what does not
+    decode is left for sweep to dead-letter)."""
     found: dict[str, PaymentEvent] = {}
     for event_id, item in ((data or {}).get("parked") or {}).items():
-        raw = item.get("event") if isinstance(item, dict) else None
-        if not isinstance(raw, bytes):
-            continue
-        try:
-            found[str(event_id)] = decode_event(raw, {"schema_version": str(SCHEMA_VERSION)})
-        except (MalformedMessageError, IncompatibleSchemaError):
-            continue  # written by this service, so never expected: sweep dead-letters what stays
+        event = decode_stored_event(item.get("event") if isinstance(item, dict) else None)
+        if event is not None:
+            found[str(event_id)] = event
     return found
 
 
