@@ -17,6 +17,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from paynow_service.adapters.event_codec import decode_stored_event, encode_event
+from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, is_app_record
 from paynow_service.domain.errors import (
     StorageUnavailableError,
 )
@@ -45,6 +46,7 @@ class EventRecord:
     lease_at: dt.datetime | None
     ordering_key: str = ""
     event_type: str = ""
+    app_shaped: bool = False  # written by the app's webhook before cut-over (its statuses, its hash)
 
     @classmethod
     def from_doc(cls, event_id: str, data: dict[str, Any]) -> EventRecord:
@@ -56,6 +58,7 @@ class EventRecord:
             lease_at=data.get("leaseAt") or data.get("receivedAt"),
             ordering_key=str(data.get("orderingKey", "")),
             event_type=str(data.get("eventType", "")),
+            app_shaped=is_app_record(data),
         )
 
 
@@ -72,10 +75,9 @@ class EventRecords:
     def _ref(self, event_id: str) -> Any:
         return self._db.collection(EVENTS).document(event_id)
 
-    async def create_queued(self, event: PaymentEvent, payload_hash: str) -> EventRecord | None:
-        """Claim the event id. None when this call created it; the existing record otherwise."""
+    def _new_record(self, event: PaymentEvent, payload_hash: str) -> dict[str, Any]:
         now = utcnow()
-        doc = {
+        return {
             "status": "queued",
             "eventType": event.event_type,
             "orderingKey": event.resolved_ordering_key(),
@@ -92,6 +94,10 @@ class EventRecords:
             # `sweep` can publish an event stranded between record and publish.
             "event": encode_event(event)[0],
         }
+
+    async def create_queued(self, event: PaymentEvent, payload_hash: str) -> EventRecord | None:
+        """Claim the event id. None when this call created it; the existing record otherwise."""
+        doc = self._new_record(event, payload_hash)
         try:
             await self._ref(event.event_id).create(doc, timeout=self._timeout)
             return None
@@ -103,6 +109,36 @@ class EventRecords:
         if existing is None:  # deleted in between (TTL): treat as ours next time
             raise StorageUnavailableError("webhookEvents record vanished while being read")
         return existing
+
+    async def take_over_app_record(self, event: PaymentEvent, payload_hash: str) -> bool:
+        """Replace the app's `queued` record of the event (never credited) with ours, in a transaction.
+
+        False when the record is no longer the app's `queued` one (a concurrent delivery took it
+        over first, or it changed): the caller reads it again and treats it as what it is now.
+        """
+        ref = self._ref(event.event_id)
+        fresh = self._new_record(event, payload_hash)
+
+        @firestore.async_transactional
+        async def replace(tx: Any) -> bool:
+            snap = await ref.get(transaction=tx, timeout=self._timeout)
+            data = snap.to_dict() if snap.exists else None
+            if not is_app_record(data) or (data or {}).get("status") != "queued":
+                return False
+            app = data or {}
+            tx.set(ref, {**fresh, "takenOverFrom": {"by": "app", "appReceivedAt": app.get("receivedAt")}})
+            return True
+
+        try:
+            async with asyncio.timeout(self._timeout * 2):  # the read and the commit, each bounded
+                taken: bool = await replace(self._db.transaction())
+        except (*_UNAVAILABLE, TimeoutError) as err:
+            raise StorageUnavailableError(f"webhookEvents take-over failed: {type(err).__name__}") from err
+        return taken
+
+    async def flag_app_unfinished(self, event_id: str) -> None:
+        """Mark the app's unfinished record for reconciliation (its status stays the app's)."""
+        await self.mark(event_id, flag=FLAG_APP_UNFINISHED, flaggedAt=utcnow())
 
     async def get(self, event_id: str) -> EventRecord | None:
         try:

@@ -3,6 +3,12 @@
 The order's own transaction applies them (adapters/firestore_processing.py). What is still
 parked after `PARK_MAX_HOURS` is found here for `sweep`, which dead-letters it: `release`
 then takes it off the order and marks its event `failed_terminal`, in one transaction.
+
+An order the app credited before cut-over gets its credits from `migrate orders`, not from
+an order transaction of ours, so what was parked on it before the migration stays parked:
+`requeue` takes it off the order and makes its event `queued` and unpublished again, with
+the stored event, in one transaction; sweep's stranded pass then publishes it (signed) and
+the worker applies it to the now credited order.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from paynow_service.adapters.event_codec import decode_stored_event
-from paynow_service.adapters.firestore_events import EVENTS, utcnow
+from paynow_service.adapters.firestore_events import EVENTS, LEASE_RELEASED, utcnow
 from paynow_service.domain.events import PaymentEvent
 
 ORDERS = "paynowOrders"
@@ -52,6 +58,61 @@ class ParkedEvents:
                     found.append(ParkedEvent(snap.id, str(event_id), event, parked_at))
         return found[:limit]
 
+    async def on_credited_orders(self, limit: int) -> list[ParkedEvent]:
+        """Parked events whose order is credited now (by `migrate orders`): nothing else applies them."""
+        query = (
+            self._db.collection(ORDERS)
+            .where(filter=firestore.FieldFilter("parkedAt", ">", LEASE_RELEASED))
+            .order_by("parkedAt")
+            .limit(limit)
+        )
+        found: list[ParkedEvent] = []
+        for snap in await query.get(timeout=self._timeout):
+            data = snap.to_dict() or {}
+            if not data.get("uid"):
+                continue  # still waiting for its order
+            for event_id, item in (data.get("parked") or {}).items():
+                parked_at = item.get("parkedAt") if isinstance(item, dict) else None
+                event = decode_stored_event(item.get("event")) if isinstance(item, dict) else None
+                if isinstance(parked_at, dt.datetime):
+                    found.append(ParkedEvent(snap.id, str(event_id), event, parked_at))
+        return found[:limit]
+
+    async def requeue(self, parked: ParkedEvent, ttl: dt.timedelta) -> bool:
+        """Take the event off its credited order and make it `queued`, unpublished, with its stored
+        event (sweep's stranded pass publishes it); False if it is no longer parked there."""
+        order_ref = self._db.collection(ORDERS).document(parked.order_id)
+        event_ref = self._db.collection(EVENTS).document(parked.event_id)
+
+        @firestore.async_transactional
+        async def work(tx: firestore.AsyncTransaction) -> bool:
+            order = await order_ref.get(transaction=tx, timeout=self._timeout)
+            record = await event_ref.get(transaction=tx, timeout=self._timeout)
+            data = (order.to_dict() or {}) if order.exists else {}
+            items: dict[str, Any] = dict(data.get("parked") or {})
+            item = items.pop(parked.event_id, None)
+            if not data.get("uid") or not isinstance(item, dict) or parked.event is None:
+                return False
+            now = utcnow()
+            tx.update(order_ref, _unparked(parked.event_id, items, now))
+            queued: dict[str, Any] = {
+                "status": "queued",
+                "eventType": parked.event.event_type,
+                "orderingKey": parked.event.resolved_ordering_key(),
+                "event": item.get("event"),
+                "publishedAt": None,
+                "leaseAt": LEASE_RELEASED,
+                "failureReason": None,
+                "result": {"outcome": "requeued", "orderId": parked.order_id},
+            }
+            if not record.exists:
+                queued.update(receivedAt=now, attempts=0, expiresAt=now + ttl)
+            tx.set(event_ref, queued, merge=True)
+            return True
+
+        requeued: bool = await work(self._db.transaction())
+        return requeued
+
     async def release(self, parked: ParkedEvent, reason: str, detail: str) -> bool:
         """Take the event off its order and mark it failed; False if its order applied it meanwhile."""
         order_ref = self._db.collection(ORDERS).document(parked.order_id)
@@ -64,17 +125,8 @@ class ParkedEvents:
             if parked.event_id not in items:
                 return False
             del items[parked.event_id]
-            times = [i.get("parkedAt") for i in items.values() if isinstance(i, dict)]
-            oldest = min((t for t in times if isinstance(t, dt.datetime)), default=None)
             now = utcnow()
-            tx.update(
-                order_ref,
-                {
-                    FieldPath("parked", parked.event_id).to_api_repr(): firestore.DELETE_FIELD,
-                    "parkedAt": oldest if oldest is not None else firestore.DELETE_FIELD,
-                    "updatedAt": now,
-                },
-            )
+            tx.update(order_ref, _unparked(parked.event_id, items, now))
             failed = {
                 "status": "failed_terminal",
                 "failureReason": reason,
@@ -86,3 +138,16 @@ class ParkedEvents:
 
         released: bool = await work(self._db.transaction())
         return released
+
+
+def _unparked(event_id: str, remaining: dict[str, Any], now: dt.datetime) -> dict[str, Any]:
+    """The order's update that takes one parked event off (`parkedAt` follows the oldest left)."""
+    times = [i.get("parkedAt") for i in remaining.values() if isinstance(i, dict)]
+    oldest = min((t for t in times if isinstance(t, dt.datetime)), default=None)
+    if not remaining:  # the last one: no empty map left behind
+        return {"parked": firestore.DELETE_FIELD, "parkedAt": firestore.DELETE_FIELD, "updatedAt": now}
+    return {
+        FieldPath("parked", event_id).to_api_repr(): firestore.DELETE_FIELD,
+        "parkedAt": oldest if oldest is not None else firestore.DELETE_FIELD,
+        "updatedAt": now,
+    }

@@ -20,6 +20,7 @@ from google.cloud.firestore_v1.async_transaction import AsyncTransaction
 from paynow_service.adapters.event_codec import decode_stored_event, encode_event
 from paynow_service.adapters.firestore_events import EVENTS, utcnow
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
+from paynow_service.domain.app_records import is_app_record
 from paynow_service.domain.errors import (
     InvalidEventError,
     LedgerConflictError,
@@ -72,6 +73,7 @@ def _order_record(order_id: str, data: dict[str, Any] | None) -> OrderRecord | N
         reversed_by=reversed_by,
         refunds={str(k): str(v) for k, v in (data.get("refunds") or {}).items()},
         chargebacks={str(k): _dispute(v) for k, v in disputes.items()},
+        migrated_from=str(data.get("migratedFrom") or ""),
     )
 
 
@@ -180,8 +182,10 @@ class FirestoreProcessor:
         mapped_uid = str((data(customer_ref) or {}).get("uid", ""))
         order = _order_record(order_id, order_doc)
         parked = _parked(order_doc)
+        app_record = is_app_record(event_doc)
         state = EventState(
             event_status=(event_doc or {}).get("status"),
+            app_record=app_record,
             mapped_uid=mapped_uid,
             order=order,
             now=utcnow(),
@@ -189,6 +193,8 @@ class FirestoreProcessor:
             cycles=await self._cycles(tx, event, order, mapped_uid, bool(parked)),
         )
         decision = decide(state)
+        if decision.flag:  # the app's unfinished record: flagged for reconciliation, its status kept
+            tx.set(event_ref, {"flag": decision.flag, "flaggedAt": utcnow()}, merge=True)
         if not decision.writes:
             return decision, None
         sub_ref = sub_prev = None
@@ -246,14 +252,21 @@ class FirestoreProcessor:
                 "by": component,
             },
         }
-        if event_doc is None:  # processed without an ingest record (replay after TTL, or a foreign publisher)
+        if event_doc is None or app_record:
+            # Processed without an ingest record of ours (a replay after TTL, a foreign publisher, or
+            # the app's `queued` record of an event it never credited, which ours replaces whole).
             marker.update(
                 eventType=event.event_type,
                 orderingKey=event.resolved_ordering_key(),
                 receivedAt=now,
                 expiresAt=now + self._ttl,
             )
-        tx.set(event_ref, marker, merge=True)
+        if app_record:
+            app_received = (event_doc or {}).get("receivedAt")
+            marker["takenOverFrom"] = {"by": "app", "appReceivedAt": app_received}
+            tx.set(event_ref, marker)
+        else:
+            tx.set(event_ref, marker, merge=True)
         return decision, result
 
     async def _cycles(

@@ -55,6 +55,7 @@ class DeadLetter:
     age_s: int
     forwarded_by_pubsub: bool
     decodes: bool
+    detail: str
     data: bytes
     attributes: dict[str, str]
 
@@ -91,6 +92,7 @@ def _dead_letter(received: Any) -> DeadLetter:
         age_s=age,
         forwarded_by_pubsub=forwarded,
         decodes=decodes,
+        detail=attributes.get("detail", ""),
         data=message.data,
         attributes=attributes,
     )
@@ -153,6 +155,13 @@ def _print_table(letters: list[DeadLetter]) -> None:
             f"{d.attempts or '-':>8} {age:>8}  {source}{'' if d.decodes else ' (undecodable)'}"
         )
     print(f"{len(letters)} dead letter(s).")
+    legacy = sum(1 for d in letters if d.reason == "legacy_message")
+    if legacy:
+        print(
+            f"{legacy} legacy_message: the app's old queue messages (JSON, from before cut-over), never "
+            "signed by this service. A replay cannot credit them: re-drive each event from PayNow "
+            "(docs/runbook.md, cut-over), then purge them."
+        )
 
 
 async def _replay(settings: Settings, letters: list[DeadLetter], dlq: DeadLetterQueue) -> int:

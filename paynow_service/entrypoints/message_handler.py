@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 
 from paynow_service import metrics
-from paynow_service.adapters.event_codec import check_schema_version, decode_event, is_legacy_message
+from paynow_service.adapters.event_codec import check_schema_version, decode_event, legacy_message_detail
 from paynow_service.domain.errors import (
     IncompatibleSchemaError,
     InvalidEventError,
@@ -50,8 +50,9 @@ class MessageHandler:
 
         Raises LegacyMessageError, IncompatibleSchemaError, UnverifiedEventError or
         MalformedMessageError (each terminal)."""
-        if is_legacy_message(data):
-            raise LegacyMessageError("JSON of the app's old publisher (it has a version field)")
+        legacy = legacy_message_detail(data)
+        if legacy is not None:
+            raise LegacyMessageError(legacy)
         check_schema_version(attributes)
         mac = attributes.get(ATTR_EVENT_MAC)
         if not mac:
@@ -106,7 +107,8 @@ class MessageHandler:
                 **fields,
             )
         elif outcome.status == "duplicate":
-            log(logger, logging.INFO, "Event already processed - skipping", **fields)
+            flag = outcome.decision.flag if outcome.decision else ""
+            log(logger, logging.INFO, "Event already processed - skipping", flag=flag or None, **fields)
         elif outcome.status in ("failed_terminal", "dead_lettered"):
             log(
                 logger,

@@ -7,7 +7,9 @@ under its ordering key and sets `publishedAt`.
 
 A refund or dispute whose order is not credited is parked on the order; if the order
 has not come after `PARK_MAX_HOURS`, sweep dead-letters it as `order_not_credited`
-(published to the DLQ first, then taken off the order). Safe to run at any time, repeatedly.
+(published to the DLQ first, then taken off the order). One parked on an order that
+`migrate orders` credited since is made `queued` again first, so the stranded pass
+publishes it. Safe to run at any time, repeatedly.
 """
 
 from __future__ import annotations
@@ -74,6 +76,34 @@ async def sweep(settings: Settings, *, dry_run: bool, limit: int) -> tuple[int, 
     return len(stranded), published, failed
 
 
+async def requeue_parked(settings: Settings, *, dry_run: bool, limit: int) -> tuple[int, int]:
+    """Returns (parked on orders credited since, made `queued` again)."""
+    db = bootstrap.firestore_client(settings)
+    parked = ParkedEvents(db, timeout_s=settings.firestore_timeout_s)
+    done = 0
+    try:
+        found = await parked.on_credited_orders(limit)
+        for item in found:
+            if dry_run:
+                print(f"would publish parked {item.event_id} (order {item.order_id} is credited now)")
+                continue
+            if item.event is None:
+                continue  # undecodable: left for the dead-letter pass once overdue
+            if await parked.requeue(item, dt.timedelta(days=settings.webhook_event_ttl_days)):
+                log(
+                    logger,
+                    logging.INFO,
+                    "Parked event queued - its order is credited",
+                    component=COMPONENT,
+                    event_id=item.event_id,
+                    order_id=item.order_id,
+                )
+                done += 1
+    finally:
+        db.close()  # type: ignore[no-untyped-call]
+    return len(found), done
+
+
 async def dead_letter_parked(settings: Settings, *, dry_run: bool, limit: int) -> tuple[int, int, int]:
     """Returns (parked past PARK_MAX_HOURS, dead-lettered, failed)."""
     db = bootstrap.firestore_client(settings)
@@ -117,6 +147,10 @@ async def dead_letter_parked(settings: Settings, *, dry_run: bool, limit: int) -
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     settings.require("EVENT_SIGNING_KEYS")
+    waiting, requeued = asyncio.run(requeue_parked(settings, dry_run=args.dry_run, limit=args.limit))
+    if waiting:
+        verb = "would queue" if args.dry_run else "queued"
+        print(f"parked on credited orders: {waiting}, {verb}: {waiting if args.dry_run else requeued}")
     found, published, failed = asyncio.run(sweep(settings, dry_run=args.dry_run, limit=args.limit))
     verb = "would publish" if args.dry_run else "re-published"
     print(f"stranded: {found}, {verb}: {found if args.dry_run else published}, failed: {failed}")

@@ -16,6 +16,7 @@ from typing import Any
 import pluggy
 
 from paynow_service.domain import events as ev
+from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, app_verdict
 from paynow_service.domain.catalog import MAX_EXPIRES_IN_DAYS, Catalog
 from paynow_service.domain.errors import InvalidEventError, UnknownProductError, UserNotFoundError
 from paynow_service.domain.ledger import (
@@ -35,8 +36,7 @@ from paynow_service.service.order_disputes import (
     refund_step,
 )
 
-# A webhookEvents status after which a delivery is a duplicate.
-# A webhookEvents status after which a delivery is a duplicate.
+# A webhookEvents status (of ours) after which a delivery is a duplicate.
 FINAL_STATUSES = frozenset({"processed", "ignored", "failed_terminal", "dead_lettered", "parked"})
 SOURCE = "paynow"
 
@@ -46,6 +46,7 @@ class EventState:
     """Everything `decide` needs, read in the event's transaction."""
 
     event_status: str | None = None
+    app_record: bool = False  # the record is the app's, from before cut-over (domain/app_records.py)
     mapped_uid: str = ""  # paynowCustomers/{customer_id}.uid
     order: OrderRecord | None = None  # paynowOrders/{order_id} once credited (with its subscriptions' cycles)
     now: datetime | None = None  # the transaction's clock: an event's time when it carries none
@@ -65,6 +66,7 @@ class Decision:
     subscription_update: Mapping[str, Any] | None = None  # merged into users/{uid}/subscriptions/{id}
     park: bool = False  # a refund or dispute ahead of its order: store it on the order, ack the message
     applied_parked: tuple[str, ...] = ()  # event ids of parked events this decision applied
+    flag: str = ""  # a duplicate whose record is flagged for reconciliation (app_unfinished)
 
     @property
     def writes(self) -> bool:
@@ -72,7 +74,15 @@ class Decision:
 
 
 def decide(event: ev.PaymentEvent, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog) -> Decision:
-    if state.event_status in FINAL_STATUSES:
+    if state.app_record:
+        # Before anything else: the app's statuses mean something else than ours.
+        verdict = app_verdict(state.event_status)
+        if verdict == "duplicate":
+            return Decision(result="duplicate")
+        if verdict == "unfinished":
+            return Decision(result="duplicate", flag=FLAG_APP_UNFINISHED)
+        # "take_over": the app never credited it; our record replaces the app's below.
+    elif state.event_status in FINAL_STATUSES:
         return Decision(result="duplicate")
     if event.ignored:
         return Decision(result="ignored")
@@ -111,6 +121,10 @@ def _mapping(event: ev.PaymentEvent, uid: str, state: EventState) -> tuple[str, 
 def _order(
     event: ev.PaymentEvent, order: ev.Order, state: EventState, hooks: pluggy.HookRelay, catalog: Catalog
 ) -> Decision:
+    if state.order is not None and state.order.migrated_from:
+        # The app credited this order before cut-over under its own entry ids (`migrate orders`
+        # recorded them): a new delivery of it must not credit it again under ours.
+        return Decision(result="no_change", uid=state.order.uid, order_id=order.order_id)
     uid = _resolve_uid(event, state)
     planned: list[PlannedCredit] = []
     for line in order.lines:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from paynow_service import metrics
+from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, app_verdict
 from paynow_service.domain.errors import StorageUnavailableError, TerminalError
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.logs import log
@@ -33,10 +34,15 @@ class RecordPort(Protocol):
     def payload_hash(self) -> str: ...
     @property
     def published_at(self) -> object | None: ...
+    @property
+    def app_shaped(self) -> bool: ...
 
 
 class EventRecordsPort(Protocol):
     async def create_queued(self, event: PaymentEvent, payload_hash: str) -> RecordPort | None: ...
+    async def get(self, event_id: str) -> RecordPort | None: ...
+    async def take_over_app_record(self, event: PaymentEvent, payload_hash: str) -> bool: ...
+    async def flag_app_unfinished(self, event_id: str) -> None: ...
     async def claim_lease(self, event_id: str, lease_s: int) -> bool: ...
     def mark_published_soon(self, event_id: str) -> None: ...
     async def release_lease(self, event_id: str) -> None: ...
@@ -93,6 +99,11 @@ class IngestService:
             existing = await self._records.create_queued(event, payload_hash)
         except StorageUnavailableError as err:
             return IngestResult(503, "unavailable", "none", err.detail)
+        if existing is not None and existing.app_shaped:
+            app_answer = await self._app_record(event, payload_hash, existing)
+            if app_answer is not None:
+                return app_answer
+            existing = None  # the app's never-credited record is ours now: a first delivery
         if existing is not None:
             return await self._redelivery(event, payload_hash, existing)
         if event.ignored:
@@ -107,10 +118,46 @@ class IngestService:
             existing = await self._records.create_queued(event, payload_hash)
         except StorageUnavailableError as err:
             return IngestResult(503, "unavailable", "none", err.detail)
-        if existing is not None and existing.status != "queued":
+        if existing is not None and existing.app_shaped:
+            app_answer = await self._app_record(event, payload_hash, existing)
+            if app_answer is not None:
+                return app_answer
+        elif existing is not None and existing.status != "queued":
             return IngestResult(200, "duplicate", "none")
         outcome = await self._core.fail_terminal(event, error, component=COMPONENT)
         return self._from_outcome(outcome, "sync")
+
+    async def _app_record(
+        self, event: PaymentEvent, payload_hash: str, existing: RecordPort
+    ) -> IngestResult | None:
+        """A record the app's webhook wrote before cut-over (domain/app_records.py), read before any
+        hash comparison: its hash never equals ours. None once the app's `queued` record (an event it
+        never credited) is replaced by ours: the caller then handles the event as a first delivery."""
+        verdict = app_verdict(existing.status)
+        fields = {"component": COMPONENT, "event_id": event.event_id, "event_type": event.event_type}
+        try:
+            if verdict == "take_over":
+                if await self._records.take_over_app_record(event, payload_hash):
+                    log(logger, logging.INFO, "Webhook took over the app's queued event", **fields)
+                    return None
+                # Another delivery took it over first: it is our record now, handled as a redelivery.
+                current = await self._records.get(event.event_id)
+                if current is None or current.app_shaped:
+                    return IngestResult(503, "unavailable", "none", "app record changed while taken over")
+                return await self._redelivery(event, payload_hash, current)
+            if verdict == "unfinished":
+                await self._records.flag_app_unfinished(event.event_id)
+                log(
+                    logger,
+                    logging.WARNING,
+                    "Event left unfinished by the app - flagged for reconciliation",
+                    app_status=existing.status,
+                    flag=FLAG_APP_UNFINISHED,
+                    **fields,
+                )
+        except StorageUnavailableError as err:
+            return IngestResult(503, "unavailable", "none", err.detail)
+        return IngestResult(200, "duplicate", "none", f"app record {existing.status}")
 
     async def _redelivery(self, event: PaymentEvent, payload_hash: str, existing: RecordPort) -> IngestResult:
         if existing.payload_hash and existing.payload_hash != payload_hash:

@@ -68,6 +68,7 @@ class OrderRecord:
     refunds: Mapping[str, str] = field(default_factory=dict)  # refund id -> furthest status
     refund_amounts: Mapping[str, int] = field(default_factory=dict)  # refund id -> amount refunded (cents)
     chargebacks: Mapping[str, Dispute] = field(default_factory=dict)
+    migrated_from: str = ""  # "app": an order the app credited before cut-over (`migrate orders`)
 
     @property
     def is_reversed(self) -> bool:

@@ -192,6 +192,43 @@ def test_event_not_yet_final_is_processed(status: str | None) -> None:
     assert decision.writes
 
 
+# ---- the app's own records, from before cut-over (rawEventType, its statuses) ----
+
+
+@pytest.mark.parametrize("status", ["processed", "skipped"])
+def test_an_event_the_app_handled_is_a_plain_duplicate(status: str) -> None:
+    decision = run(order_event(), EventState(event_status=status, app_record=True))
+    assert decision == Decision(result="duplicate")
+
+
+def test_an_event_the_app_only_queued_is_credited() -> None:
+    # The app's queue worker took every queued event for processed: it never credited it.
+    decision = run(order_event(), EventState(event_status="queued", app_record=True))
+    assert (decision.result, amounts(decision)) == ("credited", {L1: 100})
+
+
+@pytest.mark.parametrize("status", ["received", "failed", "failed_terminal", "not-a-status"])
+def test_an_event_the_app_left_unfinished_is_a_flagged_duplicate(status: str) -> None:
+    # It may have credited some lines and not others: never credited again, flagged for reconciliation.
+    decision = run(order_event(), EventState(event_status=status, app_record=True))
+    assert decision == Decision(result="duplicate", flag="app_unfinished")
+    assert not decision.writes
+
+
+def test_a_new_delivery_of_an_order_the_app_credited_credits_nothing() -> None:
+    # `migrate orders` recorded the app's credits (its own entry ids) on paynowOrders.
+    migrated = OrderRecord(
+        uid="u1", order_id="o1", credits=(CreditedEntry("app-entry-1", 100),), migrated_from="app"
+    )
+    decision = run(order_event(event_id="e-other-delivery"), EventState(order=migrated))
+    assert (decision.result, decision.entries, decision.points, decision.order_update) == (
+        "no_change",
+        (),
+        0,
+        None,
+    )
+
+
 @pytest.mark.parametrize(
     "event_type",
     [

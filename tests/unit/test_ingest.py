@@ -20,6 +20,8 @@ class Record:
     payload_hash: str
     published_at: dt.datetime | None = None
     lease_expired: bool = False
+    app_shaped: bool = False
+    flag: str = ""
 
 
 @dataclass
@@ -35,6 +37,19 @@ class FakeRecords:
             return self.records[event.event_id]
         self.records[event.event_id] = Record("queued", payload_hash)
         return None
+
+    async def get(self, event_id: str) -> Record | None:
+        return self.records.get(event_id)
+
+    async def take_over_app_record(self, event: PaymentEvent, payload_hash: str) -> bool:
+        record = self.records.get(event.event_id)
+        if record is None or not record.app_shaped or record.status != "queued":
+            return False
+        self.records[event.event_id] = Record("queued", payload_hash)
+        return True
+
+    async def flag_app_unfinished(self, event_id: str) -> None:
+        self.records[event_id].flag = "app_unfinished"
 
     async def claim_lease(self, event_id: str, lease_s: int) -> bool:
         record = self.records[event_id]
@@ -232,3 +247,48 @@ async def test_queue_percent_is_a_stable_share_per_user() -> None:
     assert chosen == {u for u in users if ingest.uses_queue(order_event(uid=u))}  # same answer every time
     assert all(queue_share(u) == queue_share(u) for u in users[:50])
     assert publisher.published == []
+
+
+# The app's own webhook recorded events before cut-over: its statuses, its hash (never ours).
+
+
+@pytest.mark.parametrize("status", ["processed", "skipped"])
+async def test_an_event_the_app_handled_is_a_duplicate_whatever_its_hash(status: str) -> None:
+    ingest, records, publisher, core = service()
+    records.records["1"] = Record(status, "the-apps-own-hash", app_shaped=True)
+    result = await ingest.ingest(order_event(), "h")
+    assert (result.status_code, result.outcome) == (200, "duplicate")
+    assert (publisher.published, core.processed, records.records["1"].flag) == ([], [], "")
+
+
+@pytest.mark.parametrize("mode", ["queue", "sync"])
+async def test_an_event_the_app_only_queued_is_taken_over_and_processed(mode: str) -> None:
+    ingest, records, publisher, core = service(mode=mode)
+    records.records["1"] = Record("queued", "the-apps-own-hash", app_shaped=True)
+    result = await ingest.ingest(order_event(), "h")
+    assert result.status_code == 200
+    assert result.outcome == ("queued" if mode == "queue" else "processed")
+    assert records.records["1"].app_shaped is False  # our record replaced the app's
+    assert records.records["1"].payload_hash == "h"
+    assert (publisher.published if mode == "queue" else core.processed) == ["1"]
+    # A redelivery afterwards is ours to judge: a duplicate, not processed again.
+    records.records["1"].status = "processed"
+    assert (await ingest.ingest(order_event(), "h")).outcome == "duplicate"
+
+
+@pytest.mark.parametrize("status", ["received", "failed", "failed_terminal", "something_new"])
+async def test_an_event_the_app_left_unfinished_is_a_flagged_duplicate(status: str) -> None:
+    ingest, records, publisher, core = service()
+    records.records["1"] = Record(status, "the-apps-own-hash", app_shaped=True)
+    result = await ingest.ingest(order_event(), "h")
+    assert (result.status_code, result.outcome) == (200, "duplicate")
+    assert (publisher.published, core.processed) == ([], [])
+    assert records.records["1"].flag == "app_unfinished"
+    assert records.records["1"].status == status  # the app's status stays for reconciliation
+
+
+async def test_an_invalid_event_the_app_handled_is_not_dead_lettered() -> None:
+    ingest, records, _, core = service()
+    records.records["1"] = Record("processed", "the-apps-own-hash", app_shaped=True)
+    result = await ingest.ingest_invalid(order_event(), "h", InvalidEventError("no lines"))
+    assert (result.status_code, result.outcome, core.failed) == (200, "duplicate", [])
