@@ -138,7 +138,7 @@ class IngestService:
         try:
             if verdict == "take_over":
                 if await self._records.take_over_app_record(event, payload_hash):
-                    log(logger, logging.INFO, "Webhook took over the app's queued event", **fields)
+                    log(logger, logging.INFO, "Webhook took over an app-queued event", **fields)
                     return None
                 # Another delivery took it over first: it is our record now, handled as a redelivery.
                 current = await self._records.get(event.event_id)

@@ -11,7 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paynow_service.adapters.event_codec import decode_event, encode_event
+from paynow_service.adapters.event_codec import (
+    decode_event,
+    encode_event,
+    is_legacy_message,
+    legacy_message_detail,
+)
 from paynow_service.domain import events as ev
 from paynow_service.domain.errors import IncompatibleSchemaError, MalformedMessageError
 from paynow_service.domain.paynow import parse_webhook
@@ -194,3 +199,39 @@ def test_encoding_refuses_events_the_decoder_would_refuse() -> None:
 def test_an_invalid_at_ingest_event_without_detail_round_trips() -> None:
     event = ev.PaymentEvent("1", ev.ORDER_COMPLETED, customer_id="c")
     assert decode_event(*encode_event(event)) == event
+
+
+def test_a_legacy_message_is_described_by_its_ids_only() -> None:
+    body = {
+        "version": 2,
+        "minCompatible": 1,
+        "eventId": "411111111111111111",
+        "eventType": "ON_ORDER_COMPLETED",
+        "data": {"order": {"id": "422222222222222222", "customerId": "433333333333333333", "email": "a@b.c"}},
+    }
+    detail = legacy_message_detail(json.dumps(body).encode())
+    assert detail is not None
+    assert "event 411111111111111111" in detail
+    assert "order 422222222222222222" in detail
+    assert "version 2" in detail
+    assert "re-drive the event from PayNow" in detail
+    assert "433333333333333333" not in detail  # the customer's id
+    assert "a@b.c" not in detail
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"", b"\x0a\x03abc", b"{not json", b"[1, 2]", b'{"eventId": "1"}', b"\xff\xfe{"],
+)
+def test_what_is_not_a_legacy_message_is_not_described_as_one(data: bytes) -> None:
+    assert legacy_message_detail(data) is None
+    assert not is_legacy_message(data)
+
+
+def test_ids_that_could_forge_a_log_line_are_left_out() -> None:
+    body = {"version": "2\nsevere: fake", "eventId": "x" * 65, "data": {"order": {"id": "ok-1"}}}
+    detail = legacy_message_detail(json.dumps(body).encode())
+    assert detail is not None
+    assert "fake" not in detail
+    assert "x" * 65 not in detail
+    assert "order ok-1" in detail
