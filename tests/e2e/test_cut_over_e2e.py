@@ -318,3 +318,16 @@ def test_a_refund_parked_before_its_order_was_migrated_is_applied_after_sweep(st
     assert run_cli("sweep", env=stack.env).stdout.count("parked on credited orders") == 0  # nothing left
     time.sleep(1)
     assert stack.paid(uid) == 0
+
+
+def test_the_apps_customer_mappings_credit_its_users(stack: CutOverStack) -> None:
+    """A PayNow customer the app mapped (`paynowCustomers/{id}`: `uid` and its own fields), an event the
+    app only queued, no uid in the checkout: credited to the mapped user; the app's fields stay."""
+    uid, customer_id = unique("app-user"), flake_id()
+    stack.seed(f"paynowCustomers/{customer_id}", {"uid": uid, "linkedAt": "2025-06-01", "source": "app"})
+    event = an_order("", customer_id=customer_id)
+    stack.seed(f"webhookEvents/{event['event_id']}", app_record(event["event_id"], "queued"))
+    assert stack.send(event) == 200
+    assert wait_for(lambda: stack.paid(uid) == POINTS, timeout=30), stack.http.logs()[-3000:]
+    mapping = doc(stack.project, f"paynowCustomers/{customer_id}") or {}
+    assert (mapping["uid"], mapping["linkedAt"], mapping["source"]) == (uid, "2025-06-01", "app")
