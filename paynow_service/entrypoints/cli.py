@@ -59,6 +59,10 @@ def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
     return _entry("sweep_cli")(settings, args)
 
 
+def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    return _entry("migrate_cli")(settings, args)
+
+
 def _cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
     return _entry("loadtest_cli")(settings, args)
 
@@ -110,6 +114,18 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = add("sweep", _cmd_sweep, "re-publish events stranded in `queued`")
     sweep.add_argument("--dry-run", action="store_true")
     sweep.add_argument("--limit", type=int, default=500)
+
+    migrate = add("migrate", _cmd_migrate, "build paynowOrders for orders the app credited before cut-over")
+    migrate.add_argument("what", choices=["orders"])
+    migrate.add_argument(
+        "--apply", action="store_true", help="write (default: a dry run that writes nothing)"
+    )
+    migrate.add_argument(
+        "--since",
+        metavar="DATE",
+        help="only orders credited at or after DATE (YYYY-MM-DD, or ISO 8601 with an offset)",
+    )
+    migrate.add_argument("--page-size", type=int, default=500, help="ledger entries per read (default 500)")
 
     test = add("send-test-webhook", _cmd_send_test_webhook, "sign and send a realistic PayNow event to a URL")
     test.add_argument(
