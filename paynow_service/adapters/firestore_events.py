@@ -17,6 +17,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from paynow_service.adapters.event_codec import decode_stored_event, encode_event
+from paynow_service.adapters.google_errors import TRANSIENT_GOOGLE_ERRORS, bounded, unavailable
 from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, is_app_record
 from paynow_service.domain.errors import (
     StorageUnavailableError,
@@ -28,7 +29,6 @@ EVENTS = "webhookEvents"
 PUBLISHED_BATCH_S = 0.2
 LEASE_RELEASED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 logger = logging.getLogger("paynow_service.events")
-_UNAVAILABLE = (gexc.ServiceUnavailable, gexc.DeadlineExceeded, gexc.InternalServerError, gexc.Aborted)
 
 
 def utcnow() -> dt.datetime:
@@ -69,6 +69,8 @@ class EventRecords:
         self._db = db
         self._ttl = dt.timedelta(days=ttl_days)
         self._timeout = timeout_s
+        # The client's deadline plus a little: a hard stop when the channel itself hangs.
+        self._bound = timeout_s + 0.5
         self._published: dict[str, dt.datetime] = {}
         self._flusher: asyncio.Task[None] | None = None
 
@@ -99,12 +101,14 @@ class EventRecords:
         """Claim the event id. None when this call created it; the existing record otherwise."""
         doc = self._new_record(event, payload_hash)
         try:
-            await self._ref(event.event_id).create(doc, timeout=self._timeout)
+            await bounded(
+                self._ref(event.event_id).create(doc, timeout=self._timeout),
+                self._bound,
+                "webhookEvents create",
+            )
             return None
         except gexc.AlreadyExists:
             pass
-        except _UNAVAILABLE as err:
-            raise StorageUnavailableError(f"webhookEvents create failed: {type(err).__name__}") from err
         existing = await self.get(event.event_id)
         if existing is None:  # deleted in between (TTL): treat as ours next time
             raise StorageUnavailableError("webhookEvents record vanished while being read")
@@ -132,8 +136,8 @@ class EventRecords:
         try:
             async with asyncio.timeout(self._timeout * 2):  # the read and the commit, each bounded
                 taken: bool = await replace(self._db.transaction())
-        except (*_UNAVAILABLE, TimeoutError) as err:
-            raise StorageUnavailableError(f"webhookEvents take-over failed: {type(err).__name__}") from err
+        except TRANSIENT_GOOGLE_ERRORS as err:
+            raise unavailable("webhookEvents take-over", err) from err
         return taken
 
     async def flag_app_unfinished(self, event_id: str) -> None:
@@ -141,10 +145,9 @@ class EventRecords:
         await self.mark(event_id, flag=FLAG_APP_UNFINISHED, flaggedAt=utcnow())
 
     async def get(self, event_id: str) -> EventRecord | None:
-        try:
-            snap = await self._ref(event_id).get(timeout=self._timeout)
-        except _UNAVAILABLE as err:
-            raise StorageUnavailableError(f"webhookEvents read failed: {type(err).__name__}") from err
+        snap = await bounded(
+            self._ref(event_id).get(timeout=self._timeout), self._bound, "webhookEvents read"
+        )
         return EventRecord.from_doc(event_id, snap.to_dict() or {}) if snap.exists else None
 
     async def claim_lease(self, event_id: str, lease_s: int) -> bool:
@@ -155,7 +158,7 @@ class EventRecords:
         """
         ref = self._ref(event_id)
         try:
-            snap = await ref.get(timeout=self._timeout)
+            snap = await bounded(ref.get(timeout=self._timeout), self._bound, "webhookEvents lease read")
             if not snap.exists:
                 return False
             record = EventRecord.from_doc(event_id, snap.to_dict() or {})
@@ -164,23 +167,26 @@ class EventRecords:
                 return False
             if record.lease_at is not None and now - record.lease_at < dt.timedelta(seconds=lease_s):
                 return False
-            await ref.update(
-                {"leaseAt": now},
-                option=self._db.write_option(last_update_time=snap.update_time),
-                timeout=self._timeout,
+            await bounded(
+                ref.update(
+                    {"leaseAt": now},
+                    option=self._db.write_option(last_update_time=snap.update_time),
+                    timeout=self._timeout,
+                ),
+                self._bound,
+                "webhookEvents lease",
             )
             return True
         except gexc.FailedPrecondition:
             return False  # another delivery took the lease first
-        except _UNAVAILABLE as err:
-            raise StorageUnavailableError(f"webhookEvents lease failed: {type(err).__name__}") from err
 
     async def mark(self, event_id: str, **fields: Any) -> None:
         """Merge fields into the record (publishedAt, status, failureReason ...)."""
-        try:
-            await self._ref(event_id).set(fields, merge=True, timeout=self._timeout)
-        except _UNAVAILABLE as err:
-            raise StorageUnavailableError(f"webhookEvents update failed: {type(err).__name__}") from err
+        await bounded(
+            self._ref(event_id).set(fields, merge=True, timeout=self._timeout),
+            self._bound,
+            "webhookEvents update",
+        )
 
     def mark_published_soon(self, event_id: str) -> None:
         """Record `publishedAt` within PUBLISHED_BATCH_S, batched with other events.
@@ -209,7 +215,7 @@ class EventRecords:
             for event_id in ids:
                 batch.set(self._ref(event_id), {"publishedAt": self._published[event_id]}, merge=True)
             try:
-                await batch.commit(timeout=self._timeout)
+                await bounded(batch.commit(timeout=self._timeout), self._bound, "publishedAt marks")
             except Exception as err:  # noqa: BLE001 (lost marks only make sweep publish again)
                 log(
                     logger,
@@ -225,7 +231,8 @@ class EventRecords:
     async def release_lease(self, event_id: str) -> None:
         """Let the next delivery take the publish lease now (best effort: it expires anyway)."""
         try:
-            await self._ref(event_id).set({"leaseAt": LEASE_RELEASED}, merge=True, timeout=self._timeout)
+            release = self._ref(event_id).set({"leaseAt": LEASE_RELEASED}, merge=True, timeout=self._timeout)
+            await bounded(release, self._bound, "webhookEvents lease release")
         except Exception as err:  # noqa: BLE001 (the lease expires by itself after PUBLISH_LEASE_S)
             log(
                 logger,
@@ -250,10 +257,9 @@ class EventRecords:
 
     async def stored_event(self, record_id: str) -> PaymentEvent | None:
         """The PaymentEvent recorded at ingest (None for records without one)."""
-        try:
-            snap = await self._ref(record_id).get(timeout=self._timeout)
-        except _UNAVAILABLE as err:
-            raise StorageUnavailableError(f"webhookEvents read failed: {type(err).__name__}") from err
+        snap = await bounded(
+            self._ref(record_id).get(timeout=self._timeout), self._bound, "webhookEvents read"
+        )
         return decode_stored_event((snap.to_dict() or {}).get("event"))
 
     async def stranded(self, lease_s: int, limit: int) -> list[EventRecord]:

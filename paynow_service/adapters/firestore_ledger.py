@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from google.api_core import exceptions as gexc
 from google.cloud.firestore import AsyncClient, AsyncTransaction, async_transactional
 
+from paynow_service.adapters.google_errors import TRANSIENT_GOOGLE_ERRORS
 from paynow_service.adapters.ledger_documents import entry_document, wallet_fields
 from paynow_service.adapters.ledger_listing import list_entries
 from paynow_service.domain.errors import (
@@ -35,15 +36,8 @@ from paynow_service.domain.ledger_reader import read_entry, read_wallet
 from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, ReadSet, plan, read_set, validate_uid
 
 T = TypeVar("T")
-_UNAVAILABLE = (
-    gexc.ServiceUnavailable,
-    gexc.DeadlineExceeded,
-    gexc.InternalServerError,
-    gexc.ResourceExhausted,
-    gexc.RetryError,
-    gexc.Unknown,
-    TimeoutError,
-)
+# Every transient error but Aborted, which in a transaction is contention: retried here, not reported.
+_UNAVAILABLE = tuple(e for e in TRANSIENT_GOOGLE_ERRORS if e is not gexc.Aborted)
 _BACKOFF_BASE_S = 0.02
 _BACKOFF_CAP_S = 1.0
 _ROLLBACK_GRACE_S = 0.5
