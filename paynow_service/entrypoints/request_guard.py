@@ -22,8 +22,14 @@ from paynow_service import metrics
 from paynow_service.logs import log
 
 logger = logging.getLogger("paynow_service.http")
+# The HTTP error shape (`error`, `detail`), and Connect's (`code`, `message`) for its clients.
 _BODY = json.dumps(
-    {"error": "unavailable", "code": "unavailable", "message": "not durable; retry later"}
+    {
+        "error": "unavailable",
+        "detail": "not durable; retry later",
+        "code": "unavailable",
+        "message": "not durable; retry later",
+    }
 ).encode()
 
 
