@@ -4,7 +4,16 @@
 #   docker build -t paynow-service .
 #   docker run --rm -p 8080:8080 -e PAYNOW_WEBHOOK_SECRETS=... -e EVENT_SIGNING_KEYS=... paynow-service  # serve
 #   docker run --rm paynow-service infra plan                                         # any command
-ARG PYTHON_IMAGE=python:3.11-slim
+#
+# Base image: pinned by full version and by digest, so a build never floats to another Python or
+# Debian. The digest is the multi-platform index digest published for python:3.11.16-slim-trixie
+# (the build of 2026-08-25) in docker-library/repo-info (repos/python/remote/3.11.16-slim-trixie.md,
+# commit 33a22f41ac7bf613bc03380b0317536a9a7fb5e8); it was read there, not from the registry (none
+# was reachable where it was recorded). To check it, or to move to a newer build or patch release:
+#   docker buildx imagetools inspect python:3.11.16-slim-trixie --format '{{json .Manifest.Digest}}'
+# and put that tag and digest here (deploy/README.md). Keep the minor version the locks are
+# resolved for (LOCK_PYTHON in the Makefile).
+ARG PYTHON_IMAGE=python:3.11.16-slim-trixie@sha256:be1575ed968de893bd54f4c56315ff7c4736ce522c1bca08fd521731aafc0d76
 
 # ---- builder: dependencies, then the project's wheel, into a virtualenv -------------------
 FROM ${PYTHON_IMAGE} AS builder
@@ -13,16 +22,20 @@ ENV PIP_NO_CACHE_DIR=1 \
     PATH=/opt/venv/bin:$PATH
 RUN python -m venv /opt/venv
 WORKDIR /src
-# Dependencies first, from pyproject.toml alone, so a code change does not reinstall them.
-COPY pyproject.toml ./
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']))" \
-        > requirements.txt \
-    && pip install --no-cache-dir -r requirements.txt
-COPY README.md ./
+# Dependencies first, from the hash-locked requirements.lock alone (`make lock`: the runtime
+# dependencies and the build backend), so a code change does not reinstall them. Every file's
+# sha256 is checked; a package missing from the lock or without a hash fails the build.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
+COPY pyproject.toml README.md ./
 COPY paynow_service/ paynow_service/
 COPY plugins/ plugins/
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels . \
-    && pip install --no-cache-dir --no-deps /wheels/*.whl
+# The project's own wheel (plugins included), built by the locked setuptools: no build isolation,
+# so nothing unpinned is downloaded; --no-deps, its dependencies are the lock's. The build
+# backend then leaves the virtualenv (nothing at run time imports it).
+RUN pip wheel --no-cache-dir --no-deps --no-build-isolation --wheel-dir /wheels . \
+    && pip install --no-cache-dir --no-deps /wheels/*.whl \
+    && pip uninstall --yes setuptools wheel
 # Smoke test of the installed wheel (outside /src): the CLI starts, the plugins and the
 # packaged Pub/Sub schema source are there.
 WORKDIR /

@@ -6,15 +6,33 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install gen check-gen lint typecheck fmt breaking release-proto pytest clean
+# Dependencies come only from the hash-locked requirements-dev.lock (runtime + dev extra + the
+# build backend); the project itself is then installed editable with --no-deps, built by the
+# locked setuptools (--no-build-isolation: nothing unpinned is fetched). pip is the one the
+# interpreter bundles (ensurepip), not a download. The Dockerfile installs requirements.lock.
+# `make lock`: the Python the locks are resolved for (the Dockerfile's image is 3.11 too);
+# --universal keeps markers, so they also install on 3.12/3.13 and other platforms.
+LOCK_PYTHON := 3.11
+LOCK_ARGS ?=
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version $(LOCK_PYTHON) --generate-hashes \
+	--custom-compile-command 'make lock' $(LOCK_ARGS)
+BUILD_REQUIRES = $(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))"
 
-$(STAMP): pyproject.toml
+.PHONY: run test install lock gen check-gen lint typecheck fmt breaking release-proto pytest clean
+
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## lock: re-resolve both locks from pyproject.toml (other pins kept; LOCK_ARGS='--upgrade-package NAME' or --upgrade moves them)
+# The dev lock first; the runtime lock is constrained to it, so the image ships the versions the tests ran.
+lock: $(STAMP)
+	set -o pipefail; $(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - --extra dev -o requirements-dev.lock
+	set -o pipefail; $(BUILD_REQUIRES) | $(UV_COMPILE) pyproject.toml - -c requirements-dev.lock -o requirements.lock
 
 ## run: the whole stack on local emulators (Ctrl-C stops everything it started)
 run: $(STAMP)

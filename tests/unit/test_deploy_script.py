@@ -169,7 +169,10 @@ def test_dockerfile_shape_and_hadolint() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
     assert len(stages) >= 2, "multi-stage build expected"
-    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim$", text, flags=re.MULTILINE)
+    # Pinned by full version and digest (tests/unit/test_lockfile.py checks the rest of the pin).
+    assert re.search(
+        r"^ARG PYTHON_IMAGE=python:3\.11\.\d+-slim-[a-z]+@sha256:[0-9a-f]{64}$", text, flags=re.MULTILINE
+    )
     final = text[text.rindex("\nFROM ") :]
     assert re.search(r"^USER\s+(?!0\b|root\b)\S+", final, flags=re.MULTILINE), (
         "the final stage runs as non-root"
