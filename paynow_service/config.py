@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from paynow_service.domain.provenance import MIN_KEY_CHARS as MIN_SIGNING_KEY_CHARS
 
@@ -20,6 +21,12 @@ WebhookMode = Literal["sync", "queue"]
 AuthMode = Literal["enabled", "disabled"]
 
 ALL_ROUTES = ("webhook", "push", "points", "metrics")
+# The public webhook service must never serve /metrics or PointsService: the safe default.
+DEFAULT_ROUTES = ("webhook",)
+LOOPBACK_HOST = "127.0.0.1"
+ANY_HOST = "0.0.0.0"  # every interface: Cloud Run's front end reaches the container
+_LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+_EMULATOR_HOSTS = ("PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST")
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
 
 
@@ -147,6 +154,20 @@ def _url(name: str, raw: str) -> str:
     return value
 
 
+def _check_certs_url(name: str, url: str, *, on_emulators: bool) -> None:
+    """ID tokens are checked against these keys: over plain http anyone on the path could swap
+    them for their own. A local test server on loopback is fine on the emulators."""
+    if url.lower().startswith("https://"):
+        return
+    if on_emulators and urlsplit(url).hostname in _LOOPBACK_NAMES:
+        return
+    raise ConfigError(f"{name}={url!r} is not allowed: {_CERTS_URL_ALLOWED}")
+
+
+_CERTS_URL_ALLOWED = (
+    "an https URL of Google's OIDC signing certs (http://127.0.0.1 or localhost only with both "
+    "PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST set)"
+)
 _ALL = "all"
 _SERVERS = "serve, dev"
 VARIABLES: tuple[Variable, ...] = (
@@ -156,8 +177,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("GRPC_PORT", "50051", "1..65535", "grpc, dev", _int(1, 65535), "grpc_port"),
     Variable(
         "HTTP_ROUTES",
-        ",".join(ALL_ROUTES),
-        "comma list of " + ", ".join(ALL_ROUTES),
+        ",".join(DEFAULT_ROUTES),
+        "comma list of " + ", ".join(ALL_ROUTES) + " (`dev` mounts all)",
         _SERVERS,
         _routes,
         "http_routes",
@@ -284,6 +305,14 @@ VARIABLES: tuple[Variable, ...] = (
         "firestore_timeout_s",
     ),
     Variable(
+        "REQUEST_DEADLINE_S",
+        "30",
+        "1..600 (every HTTP answer comes within this; past it: 503, nothing assumed durable)",
+        "serve, dev",
+        _float(1, 600),
+        "request_deadline_s",
+    ),
+    Variable(
         "ALLOW_NEGATIVE_BALANCE",
         "true",
         "true / false",
@@ -294,7 +323,8 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "PUSH_AUTH",
         "enabled",
-        "enabled / disabled (disabled only with PUBSUB_EMULATOR_HOST)",
+        "enabled / disabled (disabled only with PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST set; "
+        "the process then listens on 127.0.0.1 only)",
         _SERVERS,
         _choice("enabled", "disabled"),
         "push_auth",
@@ -311,15 +341,25 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "PUSH_CERTS_URL",
         GOOGLE_CERTS_URL,
-        "URL of Google's OIDC signing certs",
+        _CERTS_URL_ALLOWED,
         _SERVERS,
         _url,
         "push_certs_url",
     ),
     Variable(
+        "PUSH_CERTS_GRACE_S",
+        "30",
+        "1..600 (a cold start without signing certs answers 503 this long, then reports not ready;"
+        " PointsService auth too)",
+        "serve, grpc, dev",
+        _float(1, 600),
+        "push_certs_grace_s",
+    ),
+    Variable(
         "POINTS_AUTH",
         "enabled",
-        "enabled / disabled (disabled only with FIRESTORE_EMULATOR_HOST)",
+        "enabled / disabled (disabled only with PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST set; "
+        "the process then listens on 127.0.0.1 only)",
         "serve, grpc, dev",
         _choice("enabled", "disabled"),
         "points_auth",
@@ -343,7 +383,7 @@ VARIABLES: tuple[Variable, ...] = (
     Variable(
         "POINTS_CERTS_URL",
         GOOGLE_CERTS_URL,
-        "URL of Google's OIDC signing certs",
+        _CERTS_URL_ALLOWED,
         "serve, grpc, dev",
         _url,
         "points_certs_url",
@@ -375,7 +415,7 @@ class Settings:
     webhook_queue_percent: int = 100
     port: int = 8080
     grpc_port: int = 50051
-    http_routes: tuple[str, ...] = ALL_ROUTES
+    http_routes: tuple[str, ...] = DEFAULT_ROUTES
     paynow_webhook_secrets: tuple[str, ...] = ()
     event_signing_keys: tuple[str, ...] = field(default=(), repr=False)
     paynow_timestamp_tolerance_s: int = 300
@@ -395,11 +435,13 @@ class Settings:
     worker_pull_mode: str = "streaming"
     max_delivery_attempts: int = 5
     firestore_timeout_s: float = 10.0
+    request_deadline_s: float = 30.0
     allow_negative_balance: bool = True
     push_auth: AuthMode = "enabled"
     push_audience: str = ""
     push_service_account: str = ""
     push_certs_url: str = GOOGLE_CERTS_URL
+    push_certs_grace_s: float = 30.0
     points_auth: AuthMode = "enabled"
     points_audience: str = ""
     points_allowed_callers: tuple[str, ...] = ()
@@ -420,14 +462,17 @@ class Settings:
         return settings
 
     def _check_combinations(self) -> None:
-        if self.push_auth == "disabled" and not self.pubsub_emulator_host:
-            raise ConfigError(
-                "PUSH_AUTH=disabled is allowed only with PUBSUB_EMULATOR_HOST set (local emulator)"
-            )
-        if self.points_auth == "disabled" and not self.firestore_emulator_host:
-            raise ConfigError(
-                "POINTS_AUTH=disabled is allowed only with FIRESTORE_EMULATOR_HOST set (local emulator)"
-            )
+        # With one emulator host only, the other client talks to real GCP: a disabled auth there
+        # would open production data to anyone who reaches the port.
+        unset = [name for name in _EMULATOR_HOSTS if not getattr(self, name.lower())]
+        for name in self.disabled_auths:
+            if unset:
+                raise ConfigError(
+                    f"{name}=disabled is allowed only on the local emulators: {unset[0]} is not set "
+                    "(both PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST are required)"
+                )
+        _check_certs_url("PUSH_CERTS_URL", self.push_certs_url, on_emulators=not unset)
+        _check_certs_url("POINTS_CERTS_URL", self.points_certs_url, on_emulators=not unset)
         # A weak key lets a guesser sign events: on GCP every key must be long; the local
         # emulators take any non-empty key.
         if not self.pubsub_emulator_host and any(
@@ -444,6 +489,17 @@ class Settings:
             var = next(v for v in VARIABLES if v.name == name)
             if not getattr(self, var.attr):
                 raise ConfigError(f"{name} is required by this command: {var.allowed}")
+
+    @property
+    def disabled_auths(self) -> tuple[str, ...]:
+        """The auth variables set to `disabled` (local emulators only)."""
+        modes = (("PUSH_AUTH", self.push_auth), ("POINTS_AUTH", self.points_auth))
+        return tuple(name for name, mode in modes if mode == "disabled")
+
+    @property
+    def listen_host(self) -> str:
+        """Where servers bind: loopback only while an auth is disabled (SPEC 3), else everywhere."""
+        return LOOPBACK_HOST if self.disabled_auths else ANY_HOST
 
     @property
     def on_emulators(self) -> bool:

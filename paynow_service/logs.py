@@ -7,7 +7,9 @@ redacted from the whole line, whatever field it hides in.
 
 The long-running processes write their lines from a background thread: a write to stdout
 can block (a file whose journal is committing, a full pipe to the log agent), and the
-event loop that answers PayNow must never wait for it.
+event loop that answers PayNow must never wait for it. That thread's queue is bounded: when
+stdout stalls under a flood, lines are dropped and counted rather than held in memory.
+Lines anyone can provoke (refused webhooks and tokens) go through a `LogSampler`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,14 @@ import atexit
 import json
 import logging
 import logging.handlers
+import math
 import queue
 import re
 import sys
-from collections.abc import Iterable
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,12 +88,98 @@ class JsonFormatter(logging.Formatter):
         return redact(json.dumps(entry, default=str, separators=(",", ":")))
 
 
-_listener: logging.handlers.QueueListener | None = None
+# Lines the background writer may hold. A queued line costs about 1 KB (measured: 10,000
+# "Webhook received" lines, 9.3 MB traced; +11 MB of RSS in tests/e2e/test_log_flood.py), so
+# a stalled stdout costs at most ~10 MB, not the instance.
+LOG_QUEUE_LINES = 10_000
+DROP_REPORT_INTERVAL_S = 10.0
+DROP_REPORT_MESSAGE = "Log lines dropped"
+
+
+def _drop_report(dropped: int, queue_lines: int) -> logging.LogRecord:
+    record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, DROP_REPORT_MESSAGE, None, None)
+    record.fields = {"component": "logs", "dropped": dropped, "queue_lines": queue_lines}
+    return record
+
+
+class BoundedQueueHandler(logging.handlers.QueueHandler):
+    """Formats each line on the caller's thread and queues it; drops it when the queue is full.
+
+    Waiting for room would stall the event loop that answers PayNow, and an unbounded queue
+    behind a stalled stdout grows until the instance is killed. Each drop calls `on_drop`
+    (the Prometheus counter); the count is reported in one WARNING line at most every
+    `report_interval_s`, queued with the first line that finds room again.
+    """
+
+    def __init__(
+        self,
+        lines: queue.Queue[logging.LogRecord],
+        *,
+        on_drop: Callable[[], None] = lambda: None,
+        report_interval_s: float = DROP_REPORT_INTERVAL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(lines)
+        self._lines = lines
+        self._on_drop = on_drop
+        self._report_interval_s = report_interval_s
+        self._clock = clock
+        self._unreported = 0
+        self._last_report = -math.inf
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        # Runs under the handler's lock (Handler.handle): the counts need no other.
+        try:
+            self._lines.put_nowait(record)
+        except queue.Full:
+            self._unreported += 1
+            self._on_drop()
+            return
+        if self._unreported and self._clock() - self._last_report >= self._report_interval_s:
+            self._queue_report()
+
+    def _queue_report(self) -> None:
+        report = self.prepare(_drop_report(self._unreported, self._lines.maxsize))
+        try:
+            self._lines.put_nowait(report)
+        except queue.Full:
+            return  # no room after all: a later line reports the whole count
+        self._unreported = 0
+        self._last_report = self._clock()
+
+    def flush_report(self) -> None:
+        """Queue the count not reported yet, waiting for room (the writer is draining: exit)."""
+        self.acquire()
+        try:
+            dropped, self._unreported = self._unreported, 0
+        finally:
+            self.release()
+        if dropped:
+            self._lines.put(self.prepare(_drop_report(dropped, self._lines.maxsize)))
+
+
+class _Writer(logging.handlers.QueueListener):
+    """The writer thread. Its stop marker waits for room: the base class's would raise `Full`."""
+
+    def __init__(self, lines: queue.Queue[Any], handler: logging.Handler) -> None:
+        super().__init__(lines, handler)
+        self._lines = lines
+
+    def enqueue_sentinel(self) -> None:
+        self._lines.put(None)  # None is QueueListener's stop marker
+
+
+_listener: _Writer | None = None
+_queued: BoundedQueueHandler | None = None
 
 
 def _stop_listener() -> None:
-    """Write every queued line, then stop the writer thread (at exit, or before reconfiguring)."""
-    global _listener
+    """Write every queued line and the drop count, then stop the writer thread (at exit, or
+    before reconfiguring)."""
+    global _listener, _queued
+    if _queued is not None:
+        _queued.flush_report()
+        _queued = None
     if _listener is not None:
         _listener.stop()
         _listener = None
@@ -96,22 +188,29 @@ def _stop_listener() -> None:
 atexit.register(_stop_listener)
 
 
-def configure_logging(level: str = "INFO", *, background: bool = False) -> None:
+def configure_logging(
+    level: str = "INFO", *, background: bool = False, queue_lines: int = LOG_QUEUE_LINES
+) -> None:
     """Route every logger to stdout as JSON lines (idempotent).
 
     With `background`, the caller only formats its line (redaction included) and queues it;
     one thread writes the lines, in order, and the rest are written at exit. Measured under
     load on a two-core machine: with the writes on the event loop, the webhook's answer p95
-    had one-second spikes to 50-220 ms whenever a write stalled.
+    had one-second spikes to 50-220 ms whenever a write stalled. At most `queue_lines` wait:
+    beyond that, lines are dropped and counted (BoundedQueueHandler).
     """
-    global _listener
+    global _listener, _queued
     _stop_listener()
     stream = logging.StreamHandler(sys.stdout)
     handler: logging.Handler = stream
     if background:
-        lines: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        handler = logging.handlers.QueueHandler(lines)  # its prepare() formats: the queue holds final lines
-        _listener = logging.handlers.QueueListener(lines, stream)
+        # Imported here: only the serving processes (they have /metrics) load prometheus.
+        from paynow_service.metrics import LOG_LINES_DROPPED
+
+        lines: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=queue_lines)
+        # Its prepare() formats: the queue holds final lines.
+        handler = _queued = BoundedQueueHandler(lines, on_drop=LOG_LINES_DROPPED.inc)
+        _listener = _Writer(lines, stream)
         _listener.start()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
@@ -132,3 +231,76 @@ def flush_logs() -> None:
 def log(logger: logging.Logger, level: int, message: str, **fields: Any) -> None:
     """Log `message` with structured fields (component, event_id, ...)."""
     logger.log(level, message, extra={"fields": fields})
+
+
+@dataclass
+class _Window:
+    """One key's current interval in a LogSampler."""
+
+    started: float
+    message: str
+    component: Any
+    logged: int = 0
+    suppressed: int = 0
+
+
+class LogSampler:
+    """Logs the first `limit` lines of each key per `interval_s`, then only counts them.
+
+    For lines anyone can provoke at will (refused webhooks, refused tokens): a flood would
+    otherwise write one line per request. Once a key's interval is over, one summary line
+    ("Log lines suppressed") gives the number left out and their message; it is written
+    with the next line logged through the sampler, whatever its key. The sampled lines keep
+    their message and fields unchanged, and metrics still count every event. Keys must come
+    from a small fixed set (reasons), never from the request: each holds a window.
+    """
+
+    SUMMARY = "Log lines suppressed"
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        *,
+        limit: int = 20,
+        interval_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._logger = logger
+        self._limit = limit
+        self._interval_s = interval_s
+        self._clock = clock
+        self._windows: dict[str, _Window] = {}
+        self._lock = threading.Lock()  # callers may be on the event loop or on gRPC threads
+
+    def log(self, key: str, level: int, message: str, **fields: Any) -> None:
+        """Log `message` (as `log` does) unless `key` had `limit` lines in its interval."""
+        with self._lock:
+            now = self._clock()
+            ended = self._end_windows(now)
+            window = self._windows.get(key)
+            if window is None:
+                window = _Window(now, message, fields.get("component"))
+                self._windows[key] = window
+            admitted = window.logged < self._limit
+            if admitted:
+                window.logged += 1
+            else:
+                window.suppressed += 1
+        for done in ended:
+            log(
+                self._logger,
+                logging.WARNING,
+                self.SUMMARY,
+                component=done.component,
+                suppressed=done.suppressed,
+                suppressed_message=done.message,
+                interval_s=self._interval_s,
+            )
+        if admitted:
+            log(self._logger, level, message, **fields)
+
+    def _end_windows(self, now: float) -> list[_Window]:
+        """Close the windows whose interval is over; those that left lines out need a summary."""
+        over = [key for key, window in self._windows.items() if now - window.started >= self._interval_s]
+        closed = [self._windows.pop(key) for key in over]
+        return [window for window in closed if window.suppressed]

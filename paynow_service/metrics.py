@@ -37,6 +37,17 @@ PROCESSING_LATENCY = Histogram(
 )
 POINTS = Counter("paynow_points_total", "Points moved by events", ["direction"])
 DEAD_LETTERS = Counter("paynow_dead_letters_total", "Events dead-lettered", ["reason", "error_class"])
+OIDC_CERTS_FETCHES = Counter(
+    "paynow_oidc_certs_fetches_total", "Fetches of Google's OIDC signing certs by result", ["result"]
+)
+LOG_LINES_DROPPED = Counter(
+    "paynow_log_lines_dropped_total", "Log lines dropped because stdout fell behind (the log queue was full)"
+)
+REQUESTS_NOT_DURABLE = Counter(
+    "paynow_requests_not_durable_total",
+    "HTTP requests answered 503 by the request guard (past the deadline, or an unexpected error)",
+    ["cause"],
+)
 
 
 def observe_outcome(component: str, outcome: str, processing_ms: float, points: int) -> None:

@@ -30,6 +30,7 @@ from paynow_service.entrypoints.points_api import (
     CALLER,
     Authenticator,
     PointsApi,
+    is_expected,
     points_authenticator,
     status_for,
 )
@@ -85,8 +86,24 @@ async def _answer(method: str, call: Callable[[Any], Awaitable[Any]], request: A
         return await call(request)
     except Exception as exc:  # noqa: BLE001 (every error becomes a Connect code; bugs are logged)
         name, message = status_for(exc)
-        level = logging.ERROR if name == "INTERNAL" else logging.WARNING
-        log(logger, level, f"{method} failed", component=COMPONENT, code=name, error_class=type(exc).__name__)
+        if is_expected(exc):
+            log(
+                logger,
+                logging.WARNING,
+                f"{method} failed",
+                component=COMPONENT,
+                code=name,
+                error_class=type(exc).__name__,
+            )
+        else:
+            log(
+                logger,
+                logging.ERROR,
+                f"{method} not durable - answered {name}",
+                component=COMPONENT,
+                code=name,
+                error_class=type(exc).__name__,
+            )
         raise ConnectError(Code[name], message) from None
 
 
@@ -132,12 +149,15 @@ def _check_enums(document: dict[str, Any], descriptor: Descriptor) -> None:
                     _check_enums(item, field.message_type)
 
 
-def build_points_asgi(settings: Settings, points: PointsCore | PointsLedger) -> tuple[str, ASGIApp]:
-    """The mount path and the Connect ASGI app; `points` may be the core or just the ledger."""
+def build_points_asgi(
+    settings: Settings, points: PointsCore | PointsLedger, auth: Authenticator | None = None
+) -> tuple[str, ASGIApp]:
+    """The mount path and the Connect ASGI app; `points` may be the core or just the ledger; `auth`
+    the caller's verifier when the app owns its life cycle (started and closed with the app)."""
     core = points if isinstance(points, PointsCore) else PointsCore(points)
     app = PointsServiceASGIApplication(
         ConnectPoints(PointsApi(core)),
-        interceptors=[ConnectAuth(points_authenticator(settings))],
+        interceptors=[ConnectAuth(auth or points_authenticator(settings))],
         codecs=[google_protobuf_binary_codec(), StrictJSONCodec()],
     )
     path: str = app.path

@@ -23,7 +23,7 @@ from types import FrameType
 
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology
-from paynow_service.config import Settings
+from paynow_service.config import ALL_ROUTES, Settings
 
 DEV_SECRET = "pn-local-dev-secret"  # noqa: S105 (a local-only demo secret, printed on purpose)
 DEV_PRODUCT = "411486491630370816"
@@ -68,6 +68,9 @@ def _dev_env(stack: EmulatorStack, workdir: Path, http_port: int, grpc_port: int
         env["PRODUCT_CATALOG"] = str(catalog)
     env["PORT"] = str(http_port)
     env["GRPC_PORT"] = str(grpc_port)
+    # `serve` defaults to the webhook alone (the public service's routes); the local stack
+    # serves all of them, as its banner says.
+    env["HTTP_ROUTES"] = ",".join(ALL_ROUTES)
     return env
 
 

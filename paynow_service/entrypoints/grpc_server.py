@@ -21,12 +21,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from paynow_service.adapters.oidc import IdTokenVerifier
 from paynow_service.config import Settings
 from paynow_service.entrypoints.points_api import (
     CALLER,
     SERVICE_NAME,
     Authenticator,
     PointsApi,
+    is_expected,
     points_authenticator,
     status_for,
 )
@@ -125,11 +127,11 @@ async def _answer(
         return await call(request)
     except Exception as exc:  # noqa: BLE001 (every error becomes a status; bugs are logged)
         name, message = status_for(exc)
-        level = logging.ERROR if name == "INTERNAL" else logging.WARNING
+        expected = is_expected(exc)
         log(
             logger,
-            level,
-            f"{method} failed",
+            logging.WARNING if expected else logging.ERROR,
+            f"{method} failed" if expected else f"{method} not durable - answered {name}",
             component=COMPONENT,
             code=name,
             error_class=type(exc).__name__,
@@ -154,14 +156,29 @@ async def serve_grpc(
     settings: Settings,
     *,
     points: PointsCore | None = None,
-    host: str = "0.0.0.0",
+    host: str | None = None,
     port: int | None = None,
     stop: asyncio.Event | None = None,
     ready: Callable[[int], None] | None = None,
     drain_s: float = 1.0,
     grace_s: float = 8.0,
 ) -> None:
-    """Serve until `stop` is set (or SIGTERM/SIGINT when no event is given), then drain."""
+    """Serve until `stop` is set (or SIGTERM/SIGINT when no event is given), then drain.
+
+    `host` defaults to the settings' (every interface); with an auth disabled it is always
+    loopback, whatever the caller asks: an open PointsService must not face the network.
+    """
+    if host is None or settings.disabled_auths:
+        host = settings.listen_host
+    if settings.disabled_auths:
+        log(
+            logger,
+            logging.WARNING,
+            "Auth disabled: listening on 127.0.0.1 only",
+            component=COMPONENT,
+            disabled=list(settings.disabled_auths),
+            host=host,
+        )
     auth = points_authenticator(settings)
     core = points or _default_core(settings)
     server = grpc.aio.server(interceptors=[AuthInterceptor(auth)], options=_OPTIONS)
@@ -172,6 +189,8 @@ async def serve_grpc(
     reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
     bound = server.add_insecure_port(f"{host}:{settings.grpc_port if port is None else port}")
     await server.start()
+    if isinstance(auth, IdTokenVerifier):
+        auth.start()  # fetch the signing certs now, not on the first call
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     log(
@@ -179,6 +198,7 @@ async def serve_grpc(
         logging.INFO,
         "gRPC server started",
         component=COMPONENT,
+        host=host,
         port=bound,
         auth=settings.points_auth,
     )
@@ -192,6 +212,8 @@ async def serve_grpc(
         await health_servicer.enter_graceful_shutdown()
         await asyncio.sleep(drain_s)
         await server.stop(grace_s)
+        if isinstance(auth, IdTokenVerifier):
+            await auth.aclose()
         log(logger, logging.INFO, "gRPC server stopped", component=COMPONENT)
 
 
@@ -204,7 +226,7 @@ def _signal_event() -> asyncio.Event:
     return event
 
 
-def run(settings: Settings, *, host: str = "0.0.0.0", drain_s: float = 1.0) -> int:
+def run(settings: Settings, *, host: str | None = None, drain_s: float = 1.0) -> int:
     """`paynow-service grpc`: serve on GRPC_PORT until SIGTERM; 0 after a clean drain."""
     from paynow_service.bootstrap import freeze_startup_heap
 

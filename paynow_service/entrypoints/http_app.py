@@ -9,17 +9,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import TYPE_CHECKING
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from paynow_service import bootstrap
 from paynow_service.config import Settings
+from paynow_service.entrypoints.request_guard import RequestGuard
 from paynow_service.logs import flush_logs, log
+
+if TYPE_CHECKING:
+    from paynow_service.adapters.oidc import IdTokenVerifier
 
 logger = logging.getLogger("paynow_service.http")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
@@ -28,6 +35,9 @@ ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # handshake (measured at 100/s: 4-8 new connections every 5 s, each on a request already
 # waiting behind others). 75 s keeps a front end's pool warm without holding idle sockets long.
 KEEP_ALIVE_S = 75
+# Probes closer together than this share one readiness check (and a burst of them, one
+# Firestore read): an uncached /readyz lets a probe storm become a Firestore load.
+READYZ_CACHE_S = 2.0
 
 
 def create_app(settings: Settings, container: bootstrap.Container | None = None) -> Starlette:
@@ -42,28 +52,37 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
     if "points" in settings.http_routes and settings.points_auth == "enabled":
         settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
     c = container or bootstrap.build_container(settings)
+    push_verifier = _push_verifier(settings) if "push" in settings.http_routes else None
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
-        Route("/readyz", _readyz(c), methods=["GET"]),
+        Route("/readyz", _Readiness(c, push_verifier).handle, methods=["GET"]),
     ]
     if "webhook" in settings.http_routes:
         from paynow_service.entrypoints.webhook import PATH, WebhookEndpoint
 
         routes.append(Route(PATH, WebhookEndpoint(settings, c.ingest).handle, methods=ALL_METHODS))
     if "push" in settings.http_routes:
-        routes.append(_push_route(settings, c))
+        routes.append(_push_route(settings, c, push_verifier))
     if "metrics" in settings.http_routes:
         from paynow_service.metrics import metrics_endpoint
 
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
+    verifiers = [push_verifier] if push_verifier is not None else []
     if "points" in settings.http_routes:
+        from paynow_service.adapters.oidc import IdTokenVerifier
         from paynow_service.entrypoints.connect_points import build_points_asgi
+        from paynow_service.entrypoints.points_api import points_authenticator
 
-        path, points_app = build_points_asgi(settings, c.ledger)
+        points_auth = points_authenticator(settings)
+        if isinstance(points_auth, IdTokenVerifier):
+            verifiers.append(points_auth)  # warmed at start like the push verifier
+        path, points_app = build_points_asgi(settings, c.ledger, points_auth)
         routes.append(Mount(path, app=points_app))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        for verifier in verifiers:
+            verifier.start()  # a fresh instance fetches the signing certs now, not on the first call
         log(
             logger,
             logging.INFO,
@@ -77,27 +96,36 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
             yield
         finally:
             # In-flight requests are drained by uvicorn first; then flush pending publishes.
+            for verifier in verifiers:
+                await verifier.aclose()
             await c.aclose()
             log(logger, logging.INFO, "HTTP app stopped", component="http")
 
-    return Starlette(routes=routes, lifespan=lifespan)
+    # Innermost of Starlette's own: what escapes a route is a 503 here, never ServerErrorMiddleware's 500.
+    guard = Middleware(RequestGuard, deadline_s=settings.request_deadline_s)
+    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
 
 
-def _push_route(settings: Settings, c: bootstrap.Container) -> Route:
+def _push_verifier(settings: Settings) -> IdTokenVerifier | None:
+    """The push endpoint's ID-token verifier; None with PUSH_AUTH=disabled (emulator)."""
+    if settings.push_auth != "enabled":
+        return None
+    from paynow_service.adapters.oidc import CertsTimings, IdTokenVerifier
+
+    return IdTokenVerifier(
+        audience=settings.push_audience,
+        allowed_emails=[settings.push_service_account],
+        certs_url=settings.push_certs_url,
+        timings=CertsTimings(grace_s=settings.push_certs_grace_s),
+    )
+
+
+def _push_route(settings: Settings, c: bootstrap.Container, verifier: IdTokenVerifier | None) -> Route:
     from paynow_service.adapters.dead_letters import PubSubDeadLetters
     from paynow_service.domain.provenance import EventSigner
     from paynow_service.entrypoints.message_handler import MessageHandler
     from paynow_service.entrypoints.push import PATH, PushEndpoint
 
-    verifier = None
-    if settings.push_auth == "enabled":
-        from paynow_service.adapters.oidc import IdTokenVerifier
-
-        verifier = IdTokenVerifier(
-            audience=settings.push_audience,
-            allowed_emails=[settings.push_service_account],
-            certs_url=settings.push_certs_url,
-        )
     handler = MessageHandler(c.core, PubSubDeadLetters(c.publisher), EventSigner(settings.event_signing_keys))
     return Route(PATH, PushEndpoint(handler, verifier).handle, methods=ALL_METHODS)
 
@@ -106,24 +134,77 @@ async def _healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-def _readyz(c: bootstrap.Container) -> Callable[[Request], Awaitable[Response]]:
-    async def readyz(request: Request) -> Response:
-        checks: dict[str, str] = {}
-        try:
-            await asyncio.wait_for(c.db.collection("readyz").document("probe").get(timeout=2), timeout=3)
-            checks["firestore"] = "ok"
-        except Exception as err:  # noqa: BLE001 (any failure means not ready)
-            checks["firestore"] = f"unavailable: {type(err).__name__}"
-        if c.settings.webhook_mode == "queue" and "webhook" in c.settings.http_routes:
-            try:
-                await c.publisher.check()
-                checks["pubsub"] = "ok"
-            except Exception as err:  # noqa: BLE001
-                checks["pubsub"] = f"unavailable: {type(err).__name__}"
-        ready = all(v == "ok" for v in checks.values())
+Readiness = tuple[bool, dict[str, str]]
+
+
+class _Readiness:
+    """GET /readyz: Firestore answers, Pub/Sub too in queue mode, and the push endpoint has its
+    signing certs (or is still within the start-up grace); 200 when all are ok, else 503.
+
+    One check answers every probe for `cache_s`, and probes that arrive while it runs wait for
+    that one. Each check reads "ok", "unavailable" or "not ready": why goes to the log only.
+    """
+
+    def __init__(
+        self, c: bootstrap.Container, push_verifier: IdTokenVerifier | None, cache_s: float = READYZ_CACHE_S
+    ) -> None:
+        self._c = c
+        self._push_verifier = push_verifier
+        self._cache_s = cache_s
+        self._last: Readiness = (False, {})
+        self._checked_at = float("-inf")
+        self._check: asyncio.Task[Readiness] | None = None
+
+    async def handle(self, request: Request) -> Response:
+        ready, checks = await self._current()
         return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
-    return readyz
+    async def _current(self) -> Readiness:
+        if time.monotonic() - self._checked_at < self._cache_s:
+            return self._last
+        if self._check is None or self._check.done():
+            self._check = asyncio.create_task(self._run_checks(), name="readyz-check")
+        # Shielded: a probe that hangs up must not cancel the check the others wait for.
+        return await asyncio.shield(self._check)
+
+    async def _run_checks(self) -> Readiness:
+        settings = self._c.settings
+        checks = {"firestore": await self._firestore()}
+        if settings.webhook_mode == "queue" and "webhook" in settings.http_routes:
+            checks["pubsub"] = await self._pubsub()
+        if self._push_verifier is not None:
+            checks["push_certs"] = "ok" if self._push_verifier.ready() else "not ready"
+        self._last = (all(v == "ok" for v in checks.values()), checks)
+        self._checked_at = time.monotonic()
+        return self._last
+
+    async def _firestore(self) -> str:
+        probe = self._c.db.collection("readyz").document("probe")
+        try:
+            await asyncio.wait_for(probe.get(timeout=2), timeout=3)
+        except Exception as err:  # noqa: BLE001 (any failure means not ready)
+            return _unavailable("firestore", err)
+        return "ok"
+
+    async def _pubsub(self) -> str:
+        try:
+            await self._c.publisher.check()
+        except Exception as err:  # noqa: BLE001 (any failure means not ready)
+            return _unavailable("pubsub", err)
+        return "ok"
+
+
+def _unavailable(check: str, err: BaseException) -> str:
+    # The class name helps an operator; the probe's caller gets nothing of the inside.
+    log(
+        logger,
+        logging.WARNING,
+        "Readiness check failed",
+        component="http",
+        check=check,
+        error_class=type(err).__name__,
+    )
+    return "unavailable"
 
 
 class _Server(uvicorn.Server):
@@ -143,9 +224,18 @@ class _Server(uvicorn.Server):
 def run(settings: Settings) -> int:
     """`paynow-service serve`: uvicorn on PORT, draining in-flight requests on SIGTERM."""
     app = create_app(settings)
+    if settings.disabled_auths:  # an open endpoint must not be reachable from the network
+        log(
+            logger,
+            logging.WARNING,
+            "Auth disabled: listening on 127.0.0.1 only",
+            component="http",
+            disabled=list(settings.disabled_auths),
+            host=settings.listen_host,
+        )
     config = uvicorn.Config(
         app,
-        host="0.0.0.0",
+        host=settings.listen_host,
         port=settings.port,
         log_config=None,
         access_log=False,

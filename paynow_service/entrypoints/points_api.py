@@ -19,11 +19,15 @@ from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from paynow_service.adapters.oidc import IdTokenVerifier, PermissionDeniedError, UnauthenticatedError
+from paynow_service.adapters.oidc import (
+    CertsTimings,
+    IdTokenVerifier,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from paynow_service.config import Settings
 from paynow_service.domain.errors import (
     ContentionError,
-    DomainError,
     EntryNotFoundError,
     InvalidRequestError,
     LedgerConflictError,
@@ -60,13 +64,18 @@ _KIND_ENUMS = {"paid": pb.KIND_PAID, "promo": pb.KIND_PROMO}
 
 
 def status_for(exc: BaseException) -> tuple[str, str]:
-    """(status name, message for the caller); unexpected errors are INTERNAL and say nothing inside."""
+    """(status name, message for the caller). An error nobody expected is UNAVAILABLE (HTTP 503),
+    never INTERNAL (500): the call may not have taken effect, and retrying with the same
+    idempotency key is always safe. It says nothing of what went wrong inside."""
     for error_type, name in STATUS_BY_ERROR:
         if isinstance(exc, error_type):
             return name, str(exc)
-    if isinstance(exc, DomainError):
-        return "INTERNAL", exc.reason
-    return "INTERNAL", "internal error"
+    return "UNAVAILABLE", "not durable; retry later"
+
+
+def is_expected(exc: BaseException) -> bool:
+    """True for the errors the API maps on purpose (the rest are bugs or unclassified outages)."""
+    return any(isinstance(exc, error_type) for error_type, _ in STATUS_BY_ERROR)
 
 
 class Authenticator(Protocol):
@@ -85,7 +94,10 @@ def points_authenticator(settings: Settings) -> Authenticator:
         return LocalCaller()
     settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
     return IdTokenVerifier(
-        settings.points_audience, settings.points_allowed_callers, settings.points_certs_url
+        settings.points_audience,
+        settings.points_allowed_callers,
+        settings.points_certs_url,
+        timings=CertsTimings(grace_s=settings.push_certs_grace_s),  # one grace for both verifiers
     )
 
 

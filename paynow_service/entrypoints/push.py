@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 
 from paynow_service.adapters.oidc import CertsUnavailableError, PermissionDeniedError, UnauthenticatedError
 from paynow_service.entrypoints.message_handler import COMPONENT, MessageHandler
-from paynow_service.logs import log
+from paynow_service.logs import LogSampler, log
 
 logger = logging.getLogger("paynow_service.worker")
 PATH = "/api/tasks/paynow/process"
@@ -47,6 +47,8 @@ class PushEndpoint:
     def __init__(self, handler: MessageHandler, verifier: TokenVerifier | None) -> None:
         self._handler = handler
         self._verifier = verifier  # None only with PUSH_AUTH=disabled (emulator)
+        # Anyone who reaches the URL can send a bad token: a flood logs a sample and a count.
+        self._refusals = LogSampler(logger)
 
     async def handle(self, request: Request) -> Response:
         if request.method != "POST":
@@ -55,8 +57,8 @@ class PushEndpoint:
             try:
                 await self._verifier.verify(request.headers.get("authorization"))
             except UnauthenticatedError as err:
-                log(
-                    logger,
+                self._refusals.log(
+                    "unauthenticated",
                     logging.WARNING,
                     "Push refused - unauthenticated",
                     component=COMPONENT,
@@ -67,7 +69,9 @@ class PushEndpoint:
                     status_code=401,
                 )
             except PermissionDeniedError:
-                log(logger, logging.WARNING, "Push refused - wrong account", component=COMPONENT)
+                self._refusals.log(
+                    "wrong_account", logging.WARNING, "Push refused - wrong account", component=COMPONENT
+                )
                 return JSONResponse(
                     {"error": "permission_denied", "detail": "token of another account"}, status_code=403
                 )

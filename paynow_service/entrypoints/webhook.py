@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
@@ -25,7 +26,7 @@ from paynow_service.domain.paynow import (
     payload_hash,
 )
 from paynow_service.domain.signature import SignatureError, verify_signature
-from paynow_service.logs import log
+from paynow_service.logs import LogSampler, log
 from paynow_service.service.ingest import COMPONENT, IngestResult, IngestService
 
 logger = logging.getLogger("paynow_service.webhook")
@@ -57,6 +58,8 @@ class WebhookEndpoint:
     def __init__(self, settings: Settings, ingest: IngestService) -> None:
         self._settings = settings
         self._ingest = ingest
+        # Anyone can send a bad signature: a flood logs 20 lines per reason per 10 s, then a count.
+        self._rejections = LogSampler(logger)
 
     def _count(self, status: int, outcome: str, started: float) -> None:
         mode = self._settings.webhook_mode
@@ -66,8 +69,8 @@ class WebhookEndpoint:
     def _reject(
         self, status: int, reason: str, detail: str, started: float, **fields: object
     ) -> JSONResponse:
-        log(
-            logger,
+        self._rejections.log(
+            reason,
             logging.WARNING,
             f"Webhook rejected - {reason}",
             component=COMPONENT,
@@ -122,8 +125,10 @@ class WebhookEndpoint:
                 received_at_ms=now_ms,
                 sent_at_ms=sent_at_ms,
             )
-            return self._answer(await self._ingest.ingest_invalid(bare, body_hash, err), bare, started)
-        return self._answer(await self._ingest.ingest(event, body_hash), event, started)
+            return self._answer(
+                await _durably(self._ingest.ingest_invalid(bare, body_hash, err)), bare, started
+            )
+        return self._answer(await _durably(self._ingest.ingest(event, body_hash)), event, started)
 
     def _answer(self, result: IngestResult, event: PaymentEvent, started: float) -> Response:
         elapsed = round((time.perf_counter() - started) * 1000, 2)
@@ -156,3 +161,11 @@ class WebhookEndpoint:
                 **fields,
             )
         return JSONResponse({"status": result.outcome, "event_id": event.event_id})
+
+
+async def _durably(ingest: Awaitable[IngestResult]) -> IngestResult:
+    """The ingest's answer; an error it did not classify is a 503 (not durable: PayNow retries), not a 500."""
+    try:
+        return await ingest
+    except Exception as err:  # noqa: BLE001 (any failure here means the event may not be durable)
+        return IngestResult(503, "unavailable", "none", f"unexpected {type(err).__name__}")

@@ -20,7 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -103,17 +103,33 @@ def unsigned_token(claims: Mapping[str, Any], kid: str = "") -> str:
 
 
 class CertsServer:
-    """Serves the issuers' certs as JSON on a loopback port, in a daemon thread; counts requests."""
+    """Serves the issuers' certs as JSON on a loopback port, in a daemon thread; counts requests.
+
+    Set `failure` to break it as a certs URL breaks: "error" answers 500, "hang" accepts and
+    does not answer (until `failure` changes or the server stops); `delay_s` answers that much later.
+    """
 
     def __init__(self, *issuers: TokenIssuer, max_age: int = 3600) -> None:
         self.issuers = list(issuers)
         self.max_age = max_age
         self.requests = 0
+        self.failure: Literal["error", "hang"] | None = None
+        self.delay_s = 0.0
+        self._stopping = threading.Event()
         outer = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self) -> None:
                 outer.requests += 1
+                if outer.failure == "hang":
+                    while outer.failure == "hang" and not outer._stopping.wait(0.05):
+                        pass
+                    return  # and the connection closes unanswered
+                if outer.delay_s:
+                    outer._stopping.wait(outer.delay_s)
+                if outer.failure == "error":
+                    self.send_error(500)
+                    return
                 body = json.dumps({k: v for i in outer.issuers for k, v in i.certs.items()}).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
@@ -145,6 +161,7 @@ class CertsServer:
         return self
 
     def stop(self) -> None:
+        self._stopping.set()  # lets hanging answers go
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(5)

@@ -17,7 +17,7 @@ def test_defaults_match_spec() -> None:
     assert s.webhook_queue_percent == 100
     assert s.port == 8080
     assert s.grpc_port == 50051
-    assert s.http_routes == ("webhook", "push", "points", "metrics")
+    assert s.http_routes == ("webhook",)  # the public service's routes: never /metrics or PointsService
     assert s.paynow_timestamp_tolerance_s == 300
     assert s.paynow_max_body_bytes == 262144
     assert (s.pubsub_topic, s.pubsub_dlq_topic) == ("paynow-events", "paynow-events-dlq")
@@ -52,6 +52,8 @@ def test_every_variable_has_a_settings_field() -> None:
         ("PUBSUB_EMULATOR_HOST", "nohostport", "host:port"),
         ("LOG_LEVEL", "loud", "debug | info | warning | error"),
         ("PUSH_CERTS_URL", "file:///etc/passwd", "http(s) URL"),
+        ("PUSH_CERTS_URL", "http://www.googleapis.com/oauth2/v1/certs", "an https URL"),
+        ("POINTS_CERTS_URL", "http://127.0.0.1:9/certs", "an https URL"),  # loopback: emulators only
         ("PRODUCT_CATALOG", "/nonexistent/catalog.toml", "readable file"),
     ],
 )
@@ -69,20 +71,41 @@ def test_first_bad_variable_is_reported_before_later_ones() -> None:
         Settings.from_env({"WEBHOOK_MODE": "fast", "PORT": "nope"})
 
 
-def test_auth_can_be_disabled_only_on_emulators() -> None:
-    with pytest.raises(ConfigError, match="PUSH_AUTH=disabled"):
-        Settings.from_env({"PUSH_AUTH": "disabled"})
-    with pytest.raises(ConfigError, match="POINTS_AUTH=disabled"):
-        Settings.from_env({"POINTS_AUTH": "disabled"})
-    ok = Settings.from_env(
-        {
-            "PUSH_AUTH": "disabled",
-            "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085",
-            "POINTS_AUTH": "disabled",
-            "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8086",
-        }
-    )
+EMULATORS = {"PUBSUB_EMULATOR_HOST": "127.0.0.1:8085", "FIRESTORE_EMULATOR_HOST": "127.0.0.1:8086"}
+
+
+@pytest.mark.parametrize("auth", ["PUSH_AUTH", "POINTS_AUTH"])
+@pytest.mark.parametrize("missing", ["PUBSUB_EMULATOR_HOST", "FIRESTORE_EMULATOR_HOST"])
+def test_a_disabled_auth_needs_both_emulator_hosts(auth: str, missing: str) -> None:
+    # With one emulator only, the other client would reach real GCP behind an open endpoint.
+    env = {auth: "disabled", **{k: v for k, v in EMULATORS.items() if k != missing}}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    message = str(info.value)
+    assert message.startswith(f"{auth}=disabled")
+    assert f"{missing} is not set" in message
+    assert "\n" not in message
+
+
+def test_auth_can_be_disabled_on_both_emulators_and_then_listens_on_loopback() -> None:
+    ok = Settings.from_env({"PUSH_AUTH": "disabled", "POINTS_AUTH": "disabled", **EMULATORS})
     assert (ok.push_auth, ok.points_auth) == ("disabled", "disabled")
+    assert ok.disabled_auths == ("PUSH_AUTH", "POINTS_AUTH")
+    assert ok.listen_host == "127.0.0.1"
+    assert Settings.from_env({"POINTS_AUTH": "disabled", **EMULATORS}).listen_host == "127.0.0.1"
+    enabled = Settings.from_env(EMULATORS)
+    assert (enabled.disabled_auths, enabled.listen_host) == ((), "0.0.0.0")
+
+
+@pytest.mark.parametrize("name", ["PUSH_CERTS_URL", "POINTS_CERTS_URL"])
+def test_certs_url_is_https_unless_a_loopback_server_on_both_emulators(name: str) -> None:
+    assert getattr(Settings.from_env({}), name.lower()).startswith("https://")
+    for url in ("http://127.0.0.1:8123/certs", "http://localhost:8123/certs"):
+        assert getattr(Settings.from_env({name: url, **EMULATORS}), name.lower()) == url
+        with pytest.raises(ConfigError, match=f"^{name}="):  # one emulator is not enough
+            Settings.from_env({name: url, "PUBSUB_EMULATOR_HOST": "127.0.0.1:8085"})
+    with pytest.raises(ConfigError, match=f"^{name}=.*is not allowed: an https URL"):
+        Settings.from_env({name: "http://certs.example.com/certs", **EMULATORS})
 
 
 def test_secrets_are_a_comma_list() -> None:
