@@ -6,15 +6,19 @@ can pass fakes to the services and the CLI can point everything at the emulators
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from google.cloud import firestore
 
+from paynow_service.adapters.dead_letter_queue import DeadLetterQueue
 from paynow_service.adapters.dead_letters import PubSubDeadLetters
 from paynow_service.adapters.firestore_events import EventRecords
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
+from paynow_service.adapters.firestore_parked import ParkedEvents
 from paynow_service.adapters.firestore_processing import FirestoreProcessor
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.config import ConfigError, Settings
@@ -23,6 +27,7 @@ from paynow_service.logs import log
 from paynow_service.plugins import get_plugin_manager
 from paynow_service.service.ingest import IngestService
 from paynow_service.service.processing import ProcessingCore
+from paynow_service.service.sweep import SweepLimits, SweepService
 
 logger = logging.getLogger("paynow_service.bootstrap")
 
@@ -107,3 +112,46 @@ def build_container(settings: Settings, extra_plugins: tuple[object, ...] = ()) 
         lease_s=settings.publish_lease_s,
     )
     return Container(settings, db, ledger, records, publisher, core, ingest)
+
+
+@contextlib.asynccontextmanager
+async def sweep_service(settings: Settings) -> AsyncIterator[SweepService]:
+    """The sweep's service on its own clients, closed after the run."""
+    db = firestore_client(settings)
+    publisher = PubSubPublisher(settings)
+    records = EventRecords(
+        db, ttl_days=settings.webhook_event_ttl_days, timeout_s=settings.firestore_timeout_s
+    )
+    limits = SweepLimits(
+        lease_s=settings.publish_lease_s,
+        park_max_hours=settings.park_max_hours,
+        ttl_days=settings.webhook_event_ttl_days,
+    )
+    parked = ParkedEvents(db, timeout_s=settings.firestore_timeout_s)
+    try:
+        yield SweepService(records, parked, publisher, PubSubDeadLetters(publisher), limits)
+    finally:
+        await publisher.aclose()
+        db.close()  # type: ignore[no-untyped-call]
+
+
+def dead_letter_queue(settings: Settings) -> DeadLetterQueue:
+    """The DLQ subscription's reader (`dlq list | replay | purge`)."""
+    return DeadLetterQueue(settings)
+
+
+@contextlib.asynccontextmanager
+async def replay_ports(settings: Settings) -> AsyncIterator[tuple[EventRecords, PubSubPublisher]]:
+    """What a replay writes to: the events' records and the events topic (never a signer)."""
+    db = firestore_client(settings)
+    publisher = PubSubPublisher(settings)
+    try:
+        yield (
+            EventRecords(
+                db, ttl_days=settings.webhook_event_ttl_days, timeout_s=settings.firestore_timeout_s
+            ),
+            publisher,
+        )
+    finally:
+        await publisher.aclose()
+        db.close()  # type: ignore[no-untyped-call]

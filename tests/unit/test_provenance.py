@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from paynow_service import logs
+from paynow_service.adapters.dead_letter_queue import dead_letter_of, replay_attributes
 from paynow_service.adapters.dead_letters import PubSubDeadLetters
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
@@ -29,10 +30,11 @@ from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.errors import InvalidEventError
 from paynow_service.domain.paynow import parse_webhook, validate_event
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner, event_mac, verify_event_mac
-from paynow_service.entrypoints import cli, dev, dlq_cli
+from paynow_service.entrypoints import cli, dev
 from paynow_service.entrypoints.message_handler import MessageHandler
 from paynow_service.entrypoints.test_webhook import build_event
 from paynow_service.plugins import get_plugin_manager
+from paynow_service.service.dead_letter_replay import replay
 from paynow_service.service.decide import Decision, EventState
 from paynow_service.service.processing import ProcessingCore
 
@@ -480,6 +482,9 @@ class FakeDlq:
     def ack(self, letters: Any) -> None:
         self.acked.extend(letters)
 
+    def replay_attributes(self, letter: Any) -> dict[str, str]:
+        return replay_attributes(letter)
+
 
 def received(data: bytes, attributes: dict[str, str], message_id: str) -> Any:
     return SimpleNamespace(
@@ -493,22 +498,16 @@ def received(data: bytes, attributes: dict[str, str], message_id: str) -> Any:
 async def test_replay_forwards_the_mac_unchanged_and_never_signs(monkeypatch: pytest.MonkeyPatch) -> None:
     pub, api = publisher((NEW, OLD))  # even a process that has the keys does not sign a replay
     records = FakeRecords()
-    monkeypatch.setattr(dlq_cli, "PubSubPublisher", lambda settings: pub)
-    monkeypatch.setattr(dlq_cli, "EventRecords", lambda db, **kw: records)
-    monkeypatch.setattr(dlq_cli.bootstrap, "firestore_client", lambda s: SimpleNamespace(close=lambda: None))
     genuine_data, genuine_attrs = message(key=OLD)  # signed before a rotation
     forged_data, forged_attrs = message(an_event("victim", quantity=1_000_000), key=FOREIGN)
     dead = {"reason": "x", "error_class": "terminal", "failed_at": "t", "detail": "d"}
     letters = [
-        dlq_cli._dead_letter(
-            received(genuine_data, {**genuine_attrs, **dead, "reason": "unknown_product"}, "g")
-        ),
-        dlq_cli._dead_letter(
-            received(forged_data, {**forged_attrs, **dead, "reason": "unverified_event"}, "f")
-        ),
+        dead_letter_of(received(genuine_data, {**genuine_attrs, **dead, "reason": "unknown_product"}, "g")),
+        dead_letter_of(received(forged_data, {**forged_attrs, **dead, "reason": "unverified_event"}, "f")),
     ]
     dlq = FakeDlq()
-    assert await dlq_cli._replay(Settings(event_signing_keys=(NEW, OLD)), letters, dlq) == 0  # type: ignore[arg-type]
+    report = await replay(letters, records, pub, dlq)
+    assert (len(report.replayed), report.failed) == (2, [])
     (_, genuine), (_, forged) = api.messages
     assert (genuine.data, forged.data) == (genuine_data, forged_data)
     assert genuine.attributes[ATTR_EVENT_MAC] == genuine_attrs[ATTR_EVENT_MAC] == event_mac(genuine_data, OLD)
