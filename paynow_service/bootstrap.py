@@ -20,12 +20,17 @@ from paynow_service.adapters.firestore_events import EventRecords
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
 from paynow_service.adapters.firestore_parked import ParkedEvents
 from paynow_service.adapters.firestore_processing import FirestoreProcessor
+from paynow_service.adapters.oidc import CertsTimings, IdTokenVerifier
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.config import ConfigError, Settings
 from paynow_service.domain.catalog import Catalog, CatalogError
+from paynow_service.domain.provenance import EventSigner
+from paynow_service.entrypoints.message_handler import MessageHandler
+from paynow_service.entrypoints.points_api import Authenticator, LocalCaller
 from paynow_service.logs import log
 from paynow_service.plugins import get_plugin_manager
 from paynow_service.service.ingest import IngestService
+from paynow_service.service.points import PointsCore
 from paynow_service.service.processing import ProcessingCore
 from paynow_service.service.sweep import SweepLimits, SweepService
 
@@ -75,6 +80,12 @@ class Container:
     publisher: PubSubPublisher
     core: ProcessingCore
     ingest: IngestService
+    dead_letters: PubSubDeadLetters
+
+    def message_handler(self) -> MessageHandler:
+        """The worker's message handler (push and pull): it needs EVENT_SIGNING_KEYS to verify."""
+        self.settings.require("EVENT_SIGNING_KEYS")
+        return MessageHandler(self.core, self.dead_letters, EventSigner(self.settings.event_signing_keys))
 
     async def aclose(self) -> None:
         await self.ingest.drain()
@@ -84,9 +95,7 @@ class Container:
 
 def build_container(settings: Settings, extra_plugins: tuple[object, ...] = ()) -> Container:
     db = firestore_client(settings)
-    ledger = FirestoreLedger(
-        db, allow_negative_balance=settings.allow_negative_balance, timeout_s=settings.firestore_timeout_s
-    )
+    ledger = ledger_for(settings, db)
     records = EventRecords(
         db, ttl_days=settings.webhook_event_ttl_days, timeout_s=settings.firestore_timeout_s
     )
@@ -95,9 +104,10 @@ def build_container(settings: Settings, extra_plugins: tuple[object, ...] = ()) 
         db, ledger, timeout_s=settings.firestore_timeout_s, ttl_days=settings.webhook_event_ttl_days
     )
     plugins = get_plugin_manager(extra_plugins)
+    dead_letters = PubSubDeadLetters(publisher)  # one per process: the core's and the handler's
     core = ProcessingCore(
         processor,
-        PubSubDeadLetters(publisher),
+        dead_letters,
         records,
         plugins.hook,
         load_catalog(settings),
@@ -111,7 +121,31 @@ def build_container(settings: Settings, extra_plugins: tuple[object, ...] = ()) 
         queue_percent=settings.webhook_queue_percent,
         lease_s=settings.publish_lease_s,
     )
-    return Container(settings, db, ledger, records, publisher, core, ingest)
+    return Container(settings, db, ledger, records, publisher, core, ingest, dead_letters)
+
+
+def ledger_for(settings: Settings, db: firestore.AsyncClient) -> FirestoreLedger:
+    return FirestoreLedger(
+        db, allow_negative_balance=settings.allow_negative_balance, timeout_s=settings.firestore_timeout_s
+    )
+
+
+def points_core(settings: Settings) -> PointsCore:
+    """PointsService's core on its own Firestore client (the gRPC server)."""
+    return PointsCore(ledger_for(settings, firestore_client(settings)))
+
+
+def push_verifier(settings: Settings) -> IdTokenVerifier | None:
+    """The push endpoint's ID-token verifier; None with PUSH_AUTH=disabled (emulator only)."""
+    if settings.push_auth != "enabled":
+        return None
+    settings.require("PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT")
+    return IdTokenVerifier(
+        audience=settings.push_audience,
+        allowed_emails=[settings.push_service_account],
+        certs_url=settings.push_certs_url,
+        timings=CertsTimings(grace_s=settings.push_certs_grace_s),
+    )
 
 
 @contextlib.asynccontextmanager
@@ -155,3 +189,16 @@ async def replay_ports(settings: Settings) -> AsyncIterator[tuple[EventRecords, 
     finally:
         await publisher.aclose()
         db.close()  # type: ignore[no-untyped-call]
+
+
+def points_authenticator(settings: Settings) -> Authenticator:
+    """PointsService's caller check: Google ID tokens, or every call as `local` with POINTS_AUTH=disabled."""
+    if settings.points_auth == "disabled":
+        return LocalCaller()
+    settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
+    return IdTokenVerifier(
+        settings.points_audience,
+        settings.points_allowed_callers,
+        settings.points_certs_url,
+        timings=CertsTimings(grace_s=settings.push_certs_grace_s),
+    )

@@ -25,13 +25,13 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from starlette.types import ASGIApp
 
+from paynow_service import bootstrap
 from paynow_service.config import Settings
 from paynow_service.entrypoints.points_api import (
     CALLER,
     Authenticator,
     PointsApi,
     is_expected,
-    points_authenticator,
     status_for,
 )
 from paynow_service.gen.paynow.points.v1.points_service_connect import PointsServiceASGIApplication
@@ -157,7 +157,7 @@ def build_points_asgi(
     core = points if isinstance(points, PointsCore) else PointsCore(points)
     app = PointsServiceASGIApplication(
         ConnectPoints(PointsApi(core)),
-        interceptors=[ConnectAuth(auth or points_authenticator(settings))],
+        interceptors=[ConnectAuth(auth or bootstrap.points_authenticator(settings))],
         codecs=[google_protobuf_binary_codec(), StrictJSONCodec()],
     )
     path: str = app.path

@@ -21,6 +21,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from paynow_service import bootstrap
 from paynow_service.adapters.oidc import IdTokenVerifier
 from paynow_service.config import Settings
 from paynow_service.entrypoints.points_api import (
@@ -29,7 +30,6 @@ from paynow_service.entrypoints.points_api import (
     Authenticator,
     PointsApi,
     is_expected,
-    points_authenticator,
     status_for,
 )
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc
@@ -140,18 +140,6 @@ async def _answer(
     await context.abort(grpc.StatusCode[name], message)
 
 
-def _default_core(settings: Settings) -> PointsCore:
-    from paynow_service.adapters.firestore_ledger import FirestoreLedger
-    from paynow_service.bootstrap import firestore_client
-
-    ledger = FirestoreLedger(
-        firestore_client(settings),
-        allow_negative_balance=settings.allow_negative_balance,
-        timeout_s=settings.firestore_timeout_s,
-    )
-    return PointsCore(ledger)
-
-
 async def serve_grpc(
     settings: Settings,
     *,
@@ -179,8 +167,8 @@ async def serve_grpc(
             disabled=list(settings.disabled_auths),
             host=host,
         )
-    auth = points_authenticator(settings)
-    core = points or _default_core(settings)
+    auth = bootstrap.points_authenticator(settings)
+    core = points or bootstrap.points_core(settings)
     server = grpc.aio.server(interceptors=[AuthInterceptor(auth)], options=_OPTIONS)
     pb_grpc.add_PointsServiceServicer_to_server(PointsServicer(PointsApi(core)), server)
     health_servicer = health.aio.HealthServicer()

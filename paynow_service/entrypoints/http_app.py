@@ -52,7 +52,7 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
     if "points" in settings.http_routes and settings.points_auth == "enabled":
         settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
     c = container or bootstrap.build_container(settings)
-    push_verifier = _push_verifier(settings) if "push" in settings.http_routes else None
+    push_verifier = bootstrap.push_verifier(settings) if "push" in settings.http_routes else None
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _Readiness(c, push_verifier).handle, methods=["GET"]),
@@ -62,7 +62,7 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
 
         routes.append(Route(PATH, WebhookEndpoint(settings, c.ingest).handle, methods=ALL_METHODS))
     if "push" in settings.http_routes:
-        routes.append(_push_route(settings, c, push_verifier))
+        routes.append(_push_route(c, push_verifier))
     if "metrics" in settings.http_routes:
         from paynow_service.metrics import metrics_endpoint
 
@@ -71,9 +71,8 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
     if "points" in settings.http_routes:
         from paynow_service.adapters.oidc import IdTokenVerifier
         from paynow_service.entrypoints.connect_points import build_points_asgi
-        from paynow_service.entrypoints.points_api import points_authenticator
 
-        points_auth = points_authenticator(settings)
+        points_auth = bootstrap.points_authenticator(settings)
         if isinstance(points_auth, IdTokenVerifier):
             verifiers.append(points_auth)  # warmed at start like the push verifier
         path, points_app = build_points_asgi(settings, c.ledger, points_auth)
@@ -106,28 +105,10 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
     return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
 
 
-def _push_verifier(settings: Settings) -> IdTokenVerifier | None:
-    """The push endpoint's ID-token verifier; None with PUSH_AUTH=disabled (emulator)."""
-    if settings.push_auth != "enabled":
-        return None
-    from paynow_service.adapters.oidc import CertsTimings, IdTokenVerifier
-
-    return IdTokenVerifier(
-        audience=settings.push_audience,
-        allowed_emails=[settings.push_service_account],
-        certs_url=settings.push_certs_url,
-        timings=CertsTimings(grace_s=settings.push_certs_grace_s),
-    )
-
-
-def _push_route(settings: Settings, c: bootstrap.Container, verifier: IdTokenVerifier | None) -> Route:
-    from paynow_service.adapters.dead_letters import PubSubDeadLetters
-    from paynow_service.domain.provenance import EventSigner
-    from paynow_service.entrypoints.message_handler import MessageHandler
+def _push_route(c: bootstrap.Container, verifier: IdTokenVerifier | None) -> Route:
     from paynow_service.entrypoints.push import PATH, PushEndpoint
 
-    handler = MessageHandler(c.core, PubSubDeadLetters(c.publisher), EventSigner(settings.event_signing_keys))
-    return Route(PATH, PushEndpoint(handler, verifier).handle, methods=ALL_METHODS)
+    return Route(PATH, PushEndpoint(c.message_handler(), verifier).handle, methods=ALL_METHODS)
 
 
 async def _healthz(request: Request) -> Response:

@@ -20,12 +20,9 @@ from typing import Any, Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from paynow_service.adapters.oidc import (
-    CertsTimings,
-    IdTokenVerifier,
     PermissionDeniedError,
     UnauthenticatedError,
 )
-from paynow_service.config import Settings
 from paynow_service.domain.errors import (
     ContentionError,
     EntryNotFoundError,
@@ -87,18 +84,6 @@ class LocalCaller:
 
     async def verify(self, authorization: str | None) -> str:
         return LOCAL_CALLER
-
-
-def points_authenticator(settings: Settings) -> Authenticator:
-    if settings.points_auth == "disabled":
-        return LocalCaller()
-    settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
-    return IdTokenVerifier(
-        settings.points_audience,
-        settings.points_allowed_callers,
-        settings.points_certs_url,
-        timings=CertsTimings(grace_s=settings.push_certs_grace_s),  # one grace for both verifiers
-    )
 
 
 def current_caller() -> str:

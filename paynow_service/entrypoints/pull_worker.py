@@ -23,9 +23,7 @@ from google.cloud.pubsub_v1 import SubscriberClient
 from google.cloud.pubsub_v1.types import FlowControl
 
 from paynow_service import bootstrap
-from paynow_service.adapters.dead_letters import PubSubDeadLetters
 from paynow_service.config import Settings
-from paynow_service.domain.provenance import EventSigner
 from paynow_service.entrypoints.message_handler import COMPONENT, MessageHandler
 from paynow_service.logs import log
 
@@ -67,12 +65,12 @@ class _LoopThread:
 def run(settings: Settings, extra_plugins: tuple[object, ...] = ()) -> int:
     """`extra_plugins`: plugins registered beside the entry points' (tests run the worker with theirs)."""
     settings.require("EVENT_SIGNING_KEYS")  # verifies every message, signs what it dead-letters itself
-    signer = EventSigner(settings.event_signing_keys)
     loop = _LoopThread()
 
     async def build() -> tuple[bootstrap.Container, MessageHandler]:
+        # Built on the worker's loop: the Firestore async client belongs to the loop that made it.
         container = bootstrap.build_container(settings, extra_plugins)
-        return container, MessageHandler(container.core, PubSubDeadLetters(container.publisher), signer)
+        return container, container.message_handler()
 
     container, handler = loop.run(build())
     bootstrap.freeze_startup_heap()
