@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from google.cloud import firestore
 
+from paynow_service.adapters.app_ledger_scan import AppLedgerScan, MigratedOrders
 from paynow_service.adapters.dead_letter_queue import DeadLetterQueue
 from paynow_service.adapters.dead_letters import PubSubDeadLetters
 from paynow_service.adapters.firestore_events import EventRecords
@@ -202,3 +203,16 @@ def points_authenticator(settings: Settings) -> Authenticator:
         settings.points_certs_url,
         timings=CertsTimings(grace_s=settings.push_certs_grace_s),
     )
+
+
+@contextlib.asynccontextmanager
+async def migration_ports(
+    settings: Settings, *, page_size: int
+) -> AsyncIterator[tuple[AppLedgerScan, MigratedOrders]]:
+    """`migrate orders`: the app's ledger entries, scanned, and paynowOrders, written."""
+    db = firestore_client(settings)
+    try:
+        timeout = settings.firestore_timeout_s
+        yield AppLedgerScan(db, page_size=page_size, timeout_s=timeout), MigratedOrders(db, timeout_s=timeout)
+    finally:
+        db.close()  # type: ignore[no-untyped-call]

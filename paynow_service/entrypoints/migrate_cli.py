@@ -25,48 +25,24 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
 
 from google.api_core import exceptions as gexc
 from google.auth.exceptions import GoogleAuthError
 
 from paynow_service import bootstrap
-from paynow_service.adapters.app_ledger_scan import DEFAULT_PAGE_SIZE, AppLedgerScan, MigratedOrders
+from paynow_service.adapters.app_ledger_scan import DEFAULT_PAGE_SIZE
 from paynow_service.config import Settings
 from paynow_service.domain.errors import DomainError
-from paynow_service.service.order_migration import (
-    OrderCandidate,
-    SeenOrders,
-    Tally,
-    UserEntries,
-    Verdict,
-    classify,
-    parse_since,
-    passes_since,
-    read_order_entry,
-)
+from paynow_service.service.migrate_orders import Migration
+from paynow_service.service.order_migration import Tally, parse_since
 
 PROGRAM = "paynow-service migrate orders"
 EXIT_FIRESTORE = 1
 EXIT_USAGE = 2
 PROGRESS_EVERY_S = 2.0
-
-
-class LedgerEntries(Protocol):
-    """The app's ledger entries as (uid, entry id, document), one user's together."""
-
-    def entries(self) -> AsyncIterator[tuple[str, str, dict[str, Any]]]: ...
-
-
-class OrderDocuments(Protocol):
-    """paynowOrders as they are (dry run), and one order migrated per transaction (--apply)."""
-
-    async def existing(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]: ...
-
-    async def migrate(self, candidate: OrderCandidate, *, other_uid: str = "") -> Verdict: ...
 
 
 @dataclass
@@ -87,78 +63,10 @@ class Progress:
             print(f"{PROGRAM}: {tally.progress()}", file=sys.stderr, flush=True)
 
 
-@dataclass
-class Migration:
-    """One run: the scan's entries in, one user at a time, verdicts and lines out."""
-
-    orders: OrderDocuments
-    apply: bool
-    since: datetime | None
-    tally: Tally
-    seen: SeenOrders = field(default_factory=SeenOrders)
-
-    async def run(self, scan: LedgerEntries, progress: Progress) -> None:
-        user: UserEntries | None = None
-        async for uid, entry_id, data in scan.entries():
-            if user is None or uid != user.uid:
-                if user is not None:
-                    await self.flush(user)
-                user = UserEntries(uid)
-                self.tally.users += 1
-            self.tally.entries += 1
-            item = read_order_entry(uid, entry_id, data)
-            if item is None:
-                self.tally.not_order_entries += 1
-            else:
-                user.add(item)
-            progress.tick(self.tally)
-        if user is not None:
-            await self.flush(user)
-
-    async def flush(self, user: UserEntries) -> None:
-        """Classify, print and (with --apply) write one user's orders."""
-        found: list[tuple[OrderCandidate, str]] = []
-        for candidate in user.orders():
-            # Remembered even before --since: a newer copy under another user is still a second uid.
-            other_uid = self.seen.other_uid(candidate.order_id, candidate.uid)
-            if passes_since(candidate, self.since):
-                found.append((candidate, other_uid))
-            else:
-                self.tally.older += 1
-        self.tally.found += len(found)
-        if self.apply:
-            for candidate, other_uid in found:
-                verdict = classify(candidate, None, other_uid=other_uid)
-                if verdict.action != "ambiguous":  # its own entries are fine: decide against the document
-                    verdict = await self.orders.migrate(candidate, other_uid=other_uid)
-                self._report(candidate, verdict)
-            return
-        existing = await self.orders.existing([c.order_id for c, _ in found])
-        for candidate, other_uid in found:
-            self._report(candidate, classify(candidate, existing[candidate.order_id], other_uid=other_uid))
-
-    def _report(self, candidate: OrderCandidate, verdict: Verdict) -> None:
-        self.tally.count(verdict)
-        if verdict.action == "ambiguous":
-            print(f"ambiguous {candidate.order_id}: {verdict.reason}")
-        elif verdict.action == "write":
-            verb = "wrote" if self.apply else "would write"
-            parked = f" parked={verdict.parked}" if verdict.parked else ""
-            print(
-                f"{verb} {candidate.order_id} uid={candidate.uid} entries={len(candidate.credits)} "
-                f"points={candidate.points}{parked}"
-            )
-
-
 async def migrate_orders(settings: Settings, *, apply: bool, since: datetime | None, page_size: int) -> Tally:
     tally = Tally(apply=apply)
-    db = bootstrap.firestore_client(settings)
-    try:
-        scan = AppLedgerScan(db, page_size=page_size, timeout_s=settings.firestore_timeout_s)
-        orders = MigratedOrders(db, timeout_s=settings.firestore_timeout_s)
-        await Migration(orders, apply, since, tally).run(scan, Progress())
-    finally:
-        db.close()  # type: ignore[no-untyped-call]
+    async with bootstrap.migration_ports(settings, page_size=page_size) as (scan, orders):
+        await Migration(orders, apply, since, tally, say=print).run(scan, Progress().tick)
     return tally
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import AsyncIterator, Sequence
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import redirect_stderr
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,8 +18,9 @@ from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.ledger import Points, Wallet
 from paynow_service.domain.ledger_reader import read_entry
 from paynow_service.domain.ledger_rules import LedgerState, plan, read_set
-from paynow_service.entrypoints.migrate_cli import Migration, Progress
+from paynow_service.entrypoints.migrate_cli import Progress
 from paynow_service.plugins import get_plugin_manager
+from paynow_service.service.migrate_orders import Migration
 from paynow_service.service.order_disputes import refund_step
 from paynow_service.service.order_migration import (
     AppCredit,
@@ -516,10 +517,9 @@ async def run_migration(
     since: datetime | None = None,
 ) -> tuple[Tally, list[str]]:
     tally = Tally(apply=apply)
-    out = io.StringIO()
-    with redirect_stdout(out):
-        await Migration(orders, apply, since, tally).run(FakeScan(entries), Progress())
-    return tally, out.getvalue().splitlines()
+    lines: list[str] = []
+    await Migration(orders, apply, since, tally, say=lines.append).run(FakeScan(entries), Progress().tick)
+    return tally, lines
 
 
 HISTORY = [
