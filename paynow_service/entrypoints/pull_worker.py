@@ -76,17 +76,20 @@ def run(settings: Settings, extra_plugins: tuple[object, ...] = ()) -> int:
     bootstrap.freeze_startup_heap()
     if settings.worker_pull_mode == "unary":
         return _run_unary(settings, loop, container, handler)
-    subscription = settings.subscription_path(settings.pubsub_subscription)
+    return _run_streaming(settings, loop, container, handler)
+
+
+def _callback(loop: _LoopThread, handler: MessageHandler) -> Callable[[Any], None]:
+    """The streaming client's callback (on its threads): the message through the core, then ack or nack."""
 
     def callback(message: Any) -> None:
-        attempt = message.delivery_attempt
         try:
             outcome = loop.run(
                 handler.handle(
                     message.data,
                     dict(message.attributes),
                     message_id=message.message_id,
-                    delivery_attempt=attempt,
+                    delivery_attempt=message.delivery_attempt,
                 ),
                 timeout=HANDLE_TIMEOUT_S,
             )
@@ -106,10 +109,16 @@ def run(settings: Settings, extra_plugins: tuple[object, ...] = ()) -> int:
         else:
             message.nack()
 
+    return callback
+
+
+def _run_streaming(
+    settings: Settings, loop: _LoopThread, container: bootstrap.Container, handler: MessageHandler
+) -> int:
     subscriber = SubscriberClient()
     stream: Future[Any] = subscriber.subscribe(
-        subscription,
-        callback=callback,
+        settings.subscription_path(settings.pubsub_subscription),
+        callback=_callback(loop, handler),
         flow_control=FlowControl(
             max_messages=MAX_IN_FLIGHT,
             # Leases are extended in steps of at most this: messages held by a crashed
@@ -197,23 +206,25 @@ def _run_unary(
                 )
                 stopping.wait(1)
                 continue
-            if not response.received_messages:
-                continue
-            done = loop.run(_handle_batch(handler, response.received_messages), timeout=HANDLE_TIMEOUT_S)
-            acks = [ack_id for ack_id, ok in done if ok]
-            if acks:
-                subscriber.acknowledge(subscription=path, ack_ids=acks)
-            failed = {ack_id for ack_id, ok in done if not ok}
-            if failed:
-                # One delay for all of them, the longest: a key's later messages never come back first.
-                attempts = [m.delivery_attempt for m in response.received_messages if m.ack_id in failed]
-                delay = max(retry_delay_s(a) for a in attempts)
-                subscriber.modify_ack_deadline(
-                    subscription=path, ack_ids=sorted(failed), ack_deadline_seconds=delay
-                )
+            if response.received_messages:
+                done = loop.run(_handle_batch(handler, response.received_messages), timeout=HANDLE_TIMEOUT_S)
+                _settle(subscriber, path, response.received_messages, done)
     finally:
         _shut_down(subscriber, loop, container)
     return 0
+
+
+def _settle(subscriber: SubscriberClient, path: str, received: Any, done: list[tuple[str, bool]]) -> None:
+    """Acknowledge what is done; hold back what failed for `retry_delay_s` (not at once: the emulator)."""
+    acks = [ack_id for ack_id, ok in done if ok]
+    if acks:
+        subscriber.acknowledge(subscription=path, ack_ids=acks)
+    failed = {ack_id for ack_id, ok in done if not ok}
+    if failed:
+        # One delay for all of them, the longest: a key's later messages never come back first.
+        attempts = [m.delivery_attempt for m in received if m.ack_id in failed]
+        delay = max(retry_delay_s(a) for a in attempts)
+        subscriber.modify_ack_deadline(subscription=path, ack_ids=sorted(failed), ack_deadline_seconds=delay)
 
 
 async def _handle_batch(handler: MessageHandler, received: Any) -> list[tuple[str, bool]]:
