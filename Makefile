@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed-stamp
 # build backend); the project itself is then installed editable with --no-deps, built by the
 # locked setuptools (--no-build-isolation: nothing unpinned is fetched). pip is the one the
 # interpreter bundles (ensurepip), not a download. The Dockerfile installs requirements.lock.
+# The load tool (loadtool/, its own distribution `paynow-loadtest`) is installed the same way:
+# editable, --no-deps (its dependencies, matplotlib included, are in the dev lock).
 # `make lock`: the Python the locks are resolved for (the Dockerfile's image is 3.11 too);
 # --universal keeps markers, so they also install on 3.12/3.13 and other platforms.
 LOCK_PYTHON := 3.11
@@ -20,10 +22,11 @@ BUILD_REQUIRES = $(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(
 
 .PHONY: run test install lock gen check-gen lint typecheck fmt breaking release-proto pytest clean
 
-$(STAMP): pyproject.toml requirements-dev.lock
+$(STAMP): pyproject.toml loadtool/pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e loadtool
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -35,11 +35,12 @@ from google.cloud import firestore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import floor_entry, percentile  # noqa: E402
+from bench.benchlib import floor_entry  # noqa: E402
+from paynow_loadtest.processes import wait_port  # noqa: E402
+from paynow_loadtest.results import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb  # noqa: E402
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc  # noqa: E402
-from tests.support.processes import wait_port  # noqa: E402
 
 SERVE_GRPC = """
 import sys

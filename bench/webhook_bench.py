@@ -27,7 +27,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import aiohttp
@@ -37,14 +36,16 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import floor_item, open_loop, percentile  # noqa: E402
+from bench.benchlib import open_loop  # noqa: E402
+from paynow_loadtest.floor import floor_item  # noqa: E402
+from paynow_loadtest.processes import ServiceProcess  # noqa: E402
+from paynow_loadtest.results import percentile  # noqa: E402
+from paynow_loadtest.webhook import signed_headers  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner  # noqa: E402
-from paynow_service.domain.signature import sign  # noqa: E402
-from paynow_service.entrypoints.test_webhook import build_event  # noqa: E402
-from tests.support.processes import ServiceProcess  # noqa: E402
+from paynow_service.sample_webhooks import build_event  # noqa: E402
 
 SECRET = "pn-bench-secret"
 SIGNING_KEY = "bench-event-signing-key-0123456789abcdef"  # EVENT_SIGNING_KEYS of the bench's serve
@@ -109,16 +110,8 @@ class Webhook:
         session = self.session
 
         async def one(i: int) -> bool:
-            ts = str(int(time.time() * 1000))
-            async with session.post(
-                self.url,
-                data=bodies[i],
-                headers={
-                    "PayNow-Signature": sign(SECRET, ts, bodies[i]),
-                    "PayNow-Timestamp": ts,
-                    "Content-Type": "application/json",
-                },
-            ) as response:
+            headers = signed_headers(SECRET, bodies[i])
+            async with session.post(self.url, data=bodies[i], headers=headers) as response:
                 await response.read()
                 return 200 <= response.status < 300
 

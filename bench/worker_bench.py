@@ -56,7 +56,9 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import floor_entry, open_loop, percentile  # noqa: E402
+from bench.benchlib import floor_entry, open_loop  # noqa: E402
+from paynow_loadtest.processes import ServiceProcess  # noqa: E402
+from paynow_loadtest.results import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack  # noqa: E402
 from paynow_service.adapters.event_codec import encode_event  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
@@ -64,8 +66,7 @@ from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.events import PaymentEvent  # noqa: E402
 from paynow_service.domain.paynow import parse_webhook  # noqa: E402
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner  # noqa: E402
-from paynow_service.entrypoints.test_webhook import build_event  # noqa: E402
-from tests.support.processes import ServiceProcess  # noqa: E402
+from paynow_service.sample_webhooks import build_event  # noqa: E402
 
 PRODUCT = "411486491630370816"
 POINTS = 500

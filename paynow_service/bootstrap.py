@@ -21,6 +21,7 @@ from paynow_service.adapters.firestore_events import EventRecords
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
 from paynow_service.adapters.firestore_parked import ParkedEvents
 from paynow_service.adapters.firestore_processing import FirestoreProcessor
+from paynow_service.adapters.firestore_transactions import FirestoreTransactions
 from paynow_service.adapters.oidc import CertsTimings, IdTokenVerifier
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.config import ConfigError, Settings
@@ -96,13 +97,18 @@ class Container:
 
 def build_container(settings: Settings, extra_plugins: tuple[object, ...] = ()) -> Container:
     db = firestore_client(settings)
-    ledger = ledger_for(settings, db)
+    transactions = FirestoreTransactions(db, timeout_s=settings.firestore_timeout_s)  # one lock per wallet
+    ledger = ledger_for(settings, db, transactions)
     records = EventRecords(
         db, ttl_days=settings.webhook_event_ttl_days, timeout_s=settings.firestore_timeout_s
     )
     publisher = PubSubPublisher(settings)
     processor = FirestoreProcessor(
-        db, ledger, timeout_s=settings.firestore_timeout_s, ttl_days=settings.webhook_event_ttl_days
+        db,
+        ledger,
+        transactions,
+        timeout_s=settings.firestore_timeout_s,
+        ttl_days=settings.webhook_event_ttl_days,
     )
     plugins = get_plugin_manager(extra_plugins)
     dead_letters = PubSubDeadLetters(publisher)  # one per process: the core's and the handler's
@@ -125,9 +131,14 @@ def build_container(settings: Settings, extra_plugins: tuple[object, ...] = ()) 
     return Container(settings, db, ledger, records, publisher, core, ingest, dead_letters)
 
 
-def ledger_for(settings: Settings, db: firestore.AsyncClient) -> FirestoreLedger:
+def ledger_for(
+    settings: Settings, db: firestore.AsyncClient, transactions: FirestoreTransactions | None = None
+) -> FirestoreLedger:
     return FirestoreLedger(
-        db, allow_negative_balance=settings.allow_negative_balance, timeout_s=settings.firestore_timeout_s
+        db,
+        transactions=transactions,
+        allow_negative_balance=settings.allow_negative_balance,
+        timeout_s=settings.firestore_timeout_s,
     )
 
 

@@ -10,51 +10,20 @@ when its transaction retries. Built-in behaviour is itself a plugin
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import pluggy
 
 from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.credits import Credit, PlannedCredit
 from paynow_service.domain.events import OrderLine, PaymentEvent, Refund, Subscription
-from paynow_service.domain.ledger import Kind
+from paynow_service.domain.orders import CreditedEntry
+
+# What a plugin imports from here; the values live in the domain, where the core uses them.
+__all__ = ["PROJECT", "Credit", "CreditedEntry", "PayNowHookSpecs", "PlannedCredit", "hookimpl", "hookspec"]
 
 PROJECT = "paynow"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
-
-
-@dataclass(frozen=True)
-class Credit:
-    """Points a hook grants: `points` (>= 0) of `kind`. A promo credit's points go into a lot
-    that expires `expires_in_days` after the event (None: 365, the app's default)."""
-
-    points: int
-    kind: Kind = "paid"
-    expires_in_days: int | None = None
-
-
-@dataclass(frozen=True)
-class PlannedCredit:
-    """A credit the core is about to apply, as shown to `paynow_adjust_credits`.
-
-    `key` names the credit inside the event: the line id for an order line, `cycle:N`
-    for a subscription period, or the plugin's own key for an extra credit.
-    """
-
-    key: str
-    points: int
-    kind: Kind = "paid"
-    product_id: str = ""
-    expires_in_days: int | None = None  # promo only; None: 365 days
-
-
-@dataclass(frozen=True)
-class CreditedEntry:
-    """One credit of an order, as recorded when the order was processed."""
-
-    entry_id: str
-    points: int
-    product_id: str = ""
 
 
 class PayNowHookSpecs:

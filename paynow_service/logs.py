@@ -5,11 +5,10 @@
 bearer token, and every registered secret (`register_secrets`: the event signing keys), is
 redacted from the whole line, whatever field it hides in.
 
-The long-running processes write their lines from a background thread: a write to stdout
-can block (a file whose journal is committing, a full pipe to the log agent), and the
-event loop that answers PayNow must never wait for it. That thread's queue is bounded: when
-stdout stalls under a flood, lines are dropped and counted rather than held in memory.
-Lines anyone can provoke (refused webhooks and tokens) go through a `LogSampler`.
+The long-running processes write their lines from a background thread (log_queue.py): a
+write to stdout can block, and the event loop that answers PayNow must never wait for it.
+Lines anyone can provoke (refused webhooks and tokens) go through a `LogSampler`. A logged
+exception's class name is the `error_type` field.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ import atexit
 import json
 import logging
 import logging.handlers
-import math
 import queue
 import re
 import sys
@@ -28,6 +26,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+from paynow_service.log_queue import DROP_REPORT_MESSAGE as DROP_REPORT_MESSAGE
+from paynow_service.log_queue import LOG_QUEUE_LINES as LOG_QUEUE_LINES
+from paynow_service.log_queue import BoundedQueueHandler as BoundedQueueHandler
+from paynow_service.log_queue import QueueWriter
 
 # PayNow secrets look like "pn-" + 32 hex; bearer tokens and JWTs never belong in a log.
 _SECRET_PATTERNS = (
@@ -83,93 +86,12 @@ class JsonFormatter(logging.Formatter):
         if isinstance(fields, dict):
             entry.update({k: v for k, v in fields.items() if v is not None})
         if record.exc_info and record.exc_info[0] is not None:
-            entry["error_class"] = entry.get("error_class") or record.exc_info[0].__name__
+            entry["error_type"] = entry.get("error_type") or record.exc_info[0].__name__
             entry["stack_trace"] = self.formatException(record.exc_info)
         return redact(json.dumps(entry, default=str, separators=(",", ":")))
 
 
-# Lines the background writer may hold. A queued line costs about 1 KB (measured: 10,000
-# "Webhook received" lines, 9.3 MB traced; +11 MB of RSS in tests/e2e/test_log_flood.py), so
-# a stalled stdout costs at most ~10 MB, not the instance.
-LOG_QUEUE_LINES = 10_000
-DROP_REPORT_INTERVAL_S = 10.0
-DROP_REPORT_MESSAGE = "Log lines dropped"
-
-
-def _drop_report(dropped: int, queue_lines: int) -> logging.LogRecord:
-    record = logging.LogRecord(__name__, logging.WARNING, __file__, 0, DROP_REPORT_MESSAGE, None, None)
-    record.fields = {"component": "logs", "dropped": dropped, "queue_lines": queue_lines}
-    return record
-
-
-class BoundedQueueHandler(logging.handlers.QueueHandler):
-    """Formats each line on the caller's thread and queues it; drops it when the queue is full.
-
-    Waiting for room would stall the event loop that answers PayNow, and an unbounded queue
-    behind a stalled stdout grows until the instance is killed. Each drop calls `on_drop`
-    (the Prometheus counter); the count is reported in one WARNING line at most every
-    `report_interval_s`, queued with the first line that finds room again.
-    """
-
-    def __init__(
-        self,
-        lines: queue.Queue[logging.LogRecord],
-        *,
-        on_drop: Callable[[], None] = lambda: None,
-        report_interval_s: float = DROP_REPORT_INTERVAL_S,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        super().__init__(lines)
-        self._lines = lines
-        self._on_drop = on_drop
-        self._report_interval_s = report_interval_s
-        self._clock = clock
-        self._unreported = 0
-        self._last_report = -math.inf
-
-    def enqueue(self, record: logging.LogRecord) -> None:
-        # Runs under the handler's lock (Handler.handle): the counts need no other.
-        try:
-            self._lines.put_nowait(record)
-        except queue.Full:
-            self._unreported += 1
-            self._on_drop()
-            return
-        if self._unreported and self._clock() - self._last_report >= self._report_interval_s:
-            self._queue_report()
-
-    def _queue_report(self) -> None:
-        report = self.prepare(_drop_report(self._unreported, self._lines.maxsize))
-        try:
-            self._lines.put_nowait(report)
-        except queue.Full:
-            return  # no room after all: a later line reports the whole count
-        self._unreported = 0
-        self._last_report = self._clock()
-
-    def flush_report(self) -> None:
-        """Queue the count not reported yet, waiting for room (the writer is draining: exit)."""
-        self.acquire()
-        try:
-            dropped, self._unreported = self._unreported, 0
-        finally:
-            self.release()
-        if dropped:
-            self._lines.put(self.prepare(_drop_report(dropped, self._lines.maxsize)))
-
-
-class _Writer(logging.handlers.QueueListener):
-    """The writer thread. Its stop marker waits for room: the base class's would raise `Full`."""
-
-    def __init__(self, lines: queue.Queue[Any], handler: logging.Handler) -> None:
-        super().__init__(lines, handler)
-        self._lines = lines
-
-    def enqueue_sentinel(self) -> None:
-        self._lines.put(None)  # None is QueueListener's stop marker
-
-
-_listener: _Writer | None = None
+_listener: QueueWriter | None = None
 _queued: BoundedQueueHandler | None = None
 
 
@@ -194,10 +116,9 @@ def configure_logging(
     """Route every logger to stdout as JSON lines (idempotent).
 
     With `background`, the caller only formats its line (redaction included) and queues it;
-    one thread writes the lines, in order, and the rest are written at exit. Measured under
-    load on a two-core machine: with the writes on the event loop, the webhook's answer p95
-    had one-second spikes to 50-220 ms whenever a write stalled. At most `queue_lines` wait:
-    beyond that, lines are dropped and counted (BoundedQueueHandler).
+    one thread writes the lines, in order, and the rest are written at exit: a stalled write
+    must not stall the event loop that answers PayNow. At most `queue_lines` wait: beyond
+    that, lines are dropped and counted (BoundedQueueHandler, log_queue.py).
     """
     global _listener, _queued
     _stop_listener()
@@ -210,7 +131,7 @@ def configure_logging(
         lines: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=queue_lines)
         # Its prepare() formats: the queue holds final lines.
         handler = _queued = BoundedQueueHandler(lines, on_drop=LOG_LINES_DROPPED.inc)
-        _listener = _Writer(lines, stream)
+        _listener = QueueWriter(lines, stream)
         _listener.start()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -7,8 +7,9 @@ Documents of other `ledger` collections are skipped and counted: the app's legac
 top-level `ledger/{userId}/**`, and any deeper subcollection of that name.
 
 `MigratedOrders` reads the existing documents (dry run) and writes one order per
-transaction: it reads the document, classifies again against what is there (so two
-concurrent runs cannot both write, and a re-run writes nothing), then writes.
+transaction (adapters/firestore_transactions.py): it reads the document, classifies again
+against what is there (so two concurrent runs cannot both write, and a re-run writes
+nothing), then writes.
 
 Google errors become domain errors (StorageUnavailableError, ContentionError): nothing
 above this module sees a Google type.
@@ -25,11 +26,12 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from paynow_service.domain.errors import ContentionError, StorageUnavailableError
-from paynow_service.service.order_migration import OrderCandidate, Verdict, classify, order_document
+from paynow_service.adapters.firestore_names import LEDGER, ORDERS, USERS
+from paynow_service.adapters.firestore_transactions import FirestoreTransactions
+from paynow_service.domain.app_orders import OrderCandidate
+from paynow_service.domain.errors import StorageUnavailableError
+from paynow_service.domain.migrated_orders import Verdict, classify, order_document
 
-LEDGER = "ledger"
-ORDERS = "paynowOrders"
 DEFAULT_PAGE_SIZE = 500
 _READ_CHUNK = 300  # document references per batched read
 
@@ -41,11 +43,6 @@ def _storage_errors(what: str) -> Iterator[None]:
         yield
     except (gexc.GoogleAPIError, TimeoutError) as err:
         raise StorageUnavailableError(f"{what}: {type(err).__name__}: {_short(err)}") from err
-    except ValueError as err:
-        # async_transactional gives up on a contended commit with a ValueError.
-        if str(err).startswith("Failed to commit transaction"):
-            raise ContentionError(f"{what}: {_short(err)}") from err
-        raise
 
 
 def _short(err: BaseException) -> str:
@@ -55,7 +52,7 @@ def _short(err: BaseException) -> str:
 def user_entry_path(path: str) -> tuple[str, str] | None:
     """(uid, entry id) of a `users/{uid}/ledger/{id}` path; None for any other `ledger` document."""
     parts = path.split("/")
-    if len(parts) == 4 and parts[0] == "users" and parts[2] == LEDGER:
+    if len(parts) == 4 and parts[0] == USERS and parts[2] == LEDGER:
         return parts[1], parts[3]
     return None
 
@@ -98,6 +95,7 @@ class MigratedOrders:
     def __init__(self, db: firestore.AsyncClient, *, timeout_s: float) -> None:
         self._db = db
         self._timeout = timeout_s
+        self._transactions = FirestoreTransactions(db, timeout_s=timeout_s)
 
     async def existing(self, order_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
         """The current document of each order (None: none), in batched reads."""
@@ -125,7 +123,4 @@ class MigratedOrders:
             return verdict
 
         with _storage_errors(f"writing paynowOrders/{candidate.order_id}"):
-            # A few round trips (begin, read, commit) and the client's own retries on contention.
-            async with asyncio.timeout(self._timeout * 3):
-                verdict: Verdict = await firestore.async_transactional(work)(self._db.transaction())
-                return verdict
+            return await self._transactions.run((), work)

@@ -22,12 +22,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from paynow_service.domain.errors import EmulatorError as EmulatorError
+
 HOST = "127.0.0.1"
 _PR_SET_PDEATHSIG = 1
-
-
-class EmulatorError(RuntimeError):
-    """An emulator could not be found or did not become ready."""
 
 
 def free_port() -> int:

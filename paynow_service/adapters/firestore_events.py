@@ -17,6 +17,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from paynow_service.adapters.event_codec import decode_stored_event, encode_event
+from paynow_service.adapters.firestore_names import EVENTS as EVENTS  # still importable from here
 from paynow_service.adapters.google_errors import TRANSIENT_GOOGLE_ERRORS, bounded, unavailable
 from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, is_app_record
 from paynow_service.domain.errors import (
@@ -25,7 +26,6 @@ from paynow_service.domain.errors import (
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.logs import log
 
-EVENTS = "webhookEvents"
 PUBLISHED_BATCH_S = 0.2
 LEASE_RELEASED = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 logger = logging.getLogger("paynow_service.events")
@@ -223,7 +223,7 @@ class EventRecords:
                     "Published but publishedAt not recorded",
                     component="paynow_webhook",
                     events=len(ids),
-                    error_class=type(err).__name__,
+                    error_type=type(err).__name__,
                 )
             for event_id in ids:
                 self._published.pop(event_id, None)
@@ -240,7 +240,7 @@ class EventRecords:
                 "Publish lease not released",
                 component="paynow_webhook",
                 event_id=event_id,
-                error_class=type(err).__name__,
+                error_type=type(err).__name__,
             )
 
     async def mark_published(self, event_id: str) -> None:

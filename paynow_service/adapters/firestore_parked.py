@@ -9,6 +9,9 @@ an order transaction of ours, so what was parked on it before the migration stay
 `requeue` takes it off the order and makes its event `queued` and unpublished again, with
 the stored event, in one transaction; sweep's stranded pass then publishes it (signed) and
 the worker applies it to the now credited order.
+
+Both run on FirestoreTransactions: contention is retried, and Google errors leave as
+domain errors (a transient one is what sweep counts as a failed item).
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
 from paynow_service.adapters.event_codec import decode_stored_event
-from paynow_service.adapters.firestore_events import EVENTS, LEASE_RELEASED, utcnow
+from paynow_service.adapters.firestore_events import LEASE_RELEASED, utcnow
+from paynow_service.adapters.firestore_names import EVENTS, ORDERS
+from paynow_service.adapters.firestore_transactions import FirestoreTransactions
 from paynow_service.domain.events import PaymentEvent
-
-ORDERS = "paynowOrders"
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class ParkedEvents:
     def __init__(self, db: firestore.AsyncClient, *, timeout_s: float) -> None:
         self._db = db
         self._timeout = timeout_s
+        self._transactions = FirestoreTransactions(db, timeout_s=timeout_s)
 
     async def overdue(self, max_age: dt.timedelta, limit: int) -> list[ParkedEvent]:
         """Parked events older than `max_age`, from the orders that hold the oldest ones."""
@@ -84,7 +88,6 @@ class ParkedEvents:
         order_ref = self._db.collection(ORDERS).document(parked.order_id)
         event_ref = self._db.collection(EVENTS).document(parked.event_id)
 
-        @firestore.async_transactional
         async def work(tx: firestore.AsyncTransaction) -> bool:
             order = await order_ref.get(transaction=tx, timeout=self._timeout)
             record = await event_ref.get(transaction=tx, timeout=self._timeout)
@@ -110,15 +113,13 @@ class ParkedEvents:
             tx.set(event_ref, queued, merge=True)
             return True
 
-        requeued: bool = await work(self._db.transaction())
-        return requeued
+        return await self._transactions.run((), work)
 
     async def release(self, parked: ParkedEvent, reason: str, detail: str) -> bool:
         """Take the event off its order and mark it failed; False if its order applied it meanwhile."""
         order_ref = self._db.collection(ORDERS).document(parked.order_id)
         event_ref = self._db.collection(EVENTS).document(parked.event_id)
 
-        @firestore.async_transactional
         async def work(tx: firestore.AsyncTransaction) -> bool:
             snap = await order_ref.get(transaction=tx, timeout=self._timeout)
             items: dict[str, Any] = dict((snap.to_dict() or {}).get("parked") or {}) if snap.exists else {}
@@ -136,8 +137,7 @@ class ParkedEvents:
             tx.set(event_ref, failed, merge=True)
             return True
 
-        released: bool = await work(self._db.transaction())
-        return released
+        return await self._transactions.run((), work)
 
 
 def _unparked(event_id: str, remaining: dict[str, Any], now: dt.datetime) -> dict[str, Any]:

@@ -27,8 +27,9 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from google.protobuf import duration_pb2
 
-from paynow_service.adapters.pubsub_infra import desired_topology
+from paynow_service.adapters.pubsub_topology import desired_topology
 from paynow_service.config import Settings
+from paynow_service.domain.errors import ExtrasError as ExtrasError
 
 SCHEMA_MESSAGE = "paynow.events.v1.PaymentEvent"
 PROTO_PATH = Path("proto/paynow/events/v1/payment_event.proto")
@@ -44,10 +45,6 @@ FIRESTORE_EMULATOR_NOTE = (
     f"emulator: Firestore TTL policies do not exist there: {TTL_COLLECTION_GROUP}.{TTL_FIELD} is written"
     " but nothing deletes expired events (on GCP `infra apply` enables the policy)"
 )
-
-
-class ExtrasError(RuntimeError):
-    """A schema or TTL call failed (one line saying what, and the permission it may need)."""
 
 
 def proto_definition() -> str:

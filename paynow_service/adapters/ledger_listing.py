@@ -21,6 +21,7 @@ from google.cloud.firestore import AsyncClient, Query
 from google.cloud.firestore_v1.base_query import FieldFilter
 from google.cloud.firestore_v1.field_path import FieldPath
 
+from paynow_service.adapters.firestore_names import LEDGER, USERS
 from paynow_service.domain.errors import InvalidRequestError
 from paynow_service.domain.ledger import LedgerEntry
 from paynow_service.domain.ledger_reader import read_entry
@@ -35,7 +36,7 @@ async def list_entries(
 ) -> tuple[list[LedgerEntry], str]:
     if page_size < 1:
         raise InvalidRequestError("page_size must be at least 1")
-    ledger = db.collection("users", uid, "ledger")
+    ledger = db.collection(USERS, uid, LEDGER)
     part, after = _decode_token(uid, page_token) if page_token else (DATED, "")
     snaps: list[Any] = []
     if part == DATED:

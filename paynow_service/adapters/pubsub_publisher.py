@@ -25,15 +25,9 @@ from google.pubsub_v1.types import PubsubMessage
 
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.config import ConfigError, Settings
-from paynow_service.domain.errors import TransientError
+from paynow_service.domain.errors import PublishError as PublishError
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner
-
-
-class PublishError(TransientError):
-    """The message could not be published within the bounded wait."""
-
-    reason = "publish_failed"
 
 
 class PubSubPublisher:

@@ -12,13 +12,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from paynow_service.domain.errors import CatalogError as CatalogError
+from paynow_service.domain.ids import as_kind
 from paynow_service.domain.ledger import DEFAULT_PROMO_DAYS, Kind
 
 MAX_EXPIRES_IN_DAYS = 36_500
-
-
-class CatalogError(ValueError):
-    """The catalog file is not valid TOML or a rule is malformed."""
 
 
 @dataclass(frozen=True)
@@ -83,9 +81,7 @@ def _days(rule: Mapping[str, Any], product_id: str) -> int:
 
 
 def _kind(rule: Mapping[str, Any], product_id: str, default: Kind) -> Kind:
-    kind = rule.get("kind", default)
-    if kind == "paid":
-        return "paid"
-    if kind == "promo":
-        return "promo"
-    raise CatalogError(f"catalog entry {product_id!r}: kind must be 'paid' or 'promo'")
+    kind = as_kind(rule.get("kind", default))
+    if kind is None:
+        raise CatalogError(f"catalog entry {product_id!r}: kind must be 'paid' or 'promo'")
+    return kind

@@ -32,6 +32,7 @@ ACTION_API_REVERSE = "api.reverse"
 DEFAULT_PROMO_DAYS = 365
 
 
+# Entry ids: every ledger entry id is built by one of the helpers below (SPEC section 5).
 # Entry ids of PayNow events: they move only with their order (never by ReversePoints).
 PAYNOW_NAMESPACE = "paynow:"
 
@@ -40,8 +41,18 @@ def order_line_entry_id(order_id: str, line_id: str) -> str:
     return f"paynow:order:{order_id}:line:{line_id}"
 
 
+def order_extra_entry_id(order_id: str, key: str) -> str:
+    """A credit a plugin adds to an order beside its lines (`key`: the plugin's name for it)."""
+    return f"paynow:order:{order_id}:extra:{key}"
+
+
 def subscription_entry_id(subscription_id: str, cycle: int) -> str:
     return f"paynow:sub:{subscription_id}:cycle:{cycle}"
+
+
+def subscription_extra_entry_id(subscription_id: str, cycle: int, key: str) -> str:
+    """A credit a plugin adds to a subscription cycle beside the cycle's own."""
+    return f"{subscription_entry_id(subscription_id, cycle)}:extra:{key}"
 
 
 def reversal_entry_id(original_entry_id: str, generation: int = 1) -> str:

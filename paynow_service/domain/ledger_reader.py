@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
+from paynow_service.domain.ids import as_kind
 from paynow_service.domain.ledger import LedgerEntry, LotMove, Points, PromoLot, Wallet
 
 EPOCH = datetime.fromtimestamp(0, UTC)
@@ -130,7 +131,7 @@ def read_entry(uid: str, entry_id: str, data: Mapping[str, Any]) -> LedgerEntry:
     amount = stored or 0
     pre, post = as_points(data.get("pre")), as_points(data.get("post") or data.get("after"))
     entry_type = _text(data.get("type")) if data.get("type") in ("credit", "debit") else ""
-    channel = _text(data.get("channel")) if data.get("channel") in ("paid", "promo") else ""
+    channel: str = as_kind(data.get("channel")) or ""
     if shape == "app_points" and entry_type == "debit":
         amount = -abs(amount)  # the app's spends store a positive cost
     elif shape == "service_v0":

@@ -14,12 +14,12 @@ import hashlib
 import hmac
 from collections.abc import Mapping, Sequence
 
-from paynow_service.domain.errors import DomainError
+from paynow_service.domain.errors import SignatureError as SignatureError
 
 SIGNATURE_HEADER = "paynow-signature"
 TIMESTAMP_HEADER = "paynow-timestamp"
 
-INVALID_SIGNATURE = "invalid_signature"
+INVALID_SIGNATURE = SignatureError.reason
 INVALID_TIMESTAMP = "invalid_timestamp"
 
 # 16 digits of milliseconds reach the year 318857: anything longer is garbage, and the
@@ -28,12 +28,6 @@ _MAX_TIMESTAMP_DIGITS = 16
 # A base64 SHA-256 digest is 44 characters; the slack tolerates nothing meaningful,
 # it only stops us decoding megabytes of header.
 _MAX_SIGNATURE_CHARS = 128
-
-
-class SignatureError(DomainError):
-    """The webhook's signature or timestamp did not verify (answered 401)."""
-
-    reason = INVALID_SIGNATURE
 
 
 def sign(secret: str, timestamp_ms: int | str, body: bytes) -> str:

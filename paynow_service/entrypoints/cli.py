@@ -48,7 +48,7 @@ def _cmd_infra(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _cmd_send_test_webhook(settings: Settings, args: argparse.Namespace) -> int:
-    return _entry("test_webhook", "run_cli")(settings, args)
+    return _entry("send_test_webhook", "run_cli")(settings, args)
 
 
 def _cmd_dlq(settings: Settings, args: argparse.Namespace) -> int:

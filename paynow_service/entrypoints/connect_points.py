@@ -93,7 +93,7 @@ async def _answer(method: str, call: Callable[[Any], Awaitable[Any]], request: A
                 f"{method} failed",
                 component=COMPONENT,
                 code=name,
-                error_class=type(exc).__name__,
+                error_type=type(exc).__name__,
             )
         else:
             log(
@@ -102,7 +102,7 @@ async def _answer(method: str, call: Callable[[Any], Awaitable[Any]], request: A
                 f"{method} not durable - answered {name}",
                 component=COMPONENT,
                 code=name,
-                error_class=type(exc).__name__,
+                error_type=type(exc).__name__,
             )
         raise ConnectError(Code[name], message) from None
 

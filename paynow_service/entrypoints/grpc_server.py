@@ -134,7 +134,7 @@ async def _answer(
             f"{method} failed" if expected else f"{method} not durable - answered {name}",
             component=COMPONENT,
             code=name,
-            error_class=type(exc).__name__,
+            error_type=type(exc).__name__,
             processing_ms=round((time.perf_counter() - started) * 1000, 2),
         )
     await context.abort(grpc.StatusCode[name], message)

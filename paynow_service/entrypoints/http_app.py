@@ -183,7 +183,7 @@ def _unavailable(check: str, err: BaseException) -> str:
         "Readiness check failed",
         component="http",
         check=check,
-        error_class=type(err).__name__,
+        error_type=type(err).__name__,
     )
     return "unavailable"
 

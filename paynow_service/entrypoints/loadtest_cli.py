@@ -1,64 +1,33 @@
-"""`paynow-service loadtest ARGS`: runs the load tool of `bench/load.py` with ARGS.
+"""`paynow-service loadtest ARGS`: hands ARGS over to the load tool, `paynow_loadtest.cli.main`.
 
-The tool lives in the repository (it drives the service's own processes and reads the
-test support code), not in the installed package, so this command works from a
-checkout (an editable install, as `make` does) and says so clearly anywhere else.
+The load tool is a distribution of its own (`paynow-loadtest`, in the repository's `loadtool/`):
+it drives this service's processes from outside, so the service never imports it except here,
+lazily. Where it is not installed, this command says how to install it, in one line.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
-from pathlib import Path
 
 from paynow_service.config import Settings
 
 EXIT_USAGE = 2
-_MODULE = "paynow_bench_load"
-
-
-def find_load_tool(start: Path | None = None) -> Path | None:
-    """bench/load.py of the checkout this package was imported from (or above `start`), if any."""
-    here = (start or Path(__file__)).resolve()
-    for parent in here.parents:
-        candidate = parent / "bench" / "load.py"
-        if candidate.is_file() and (parent / "paynow_service").is_dir():
-            return candidate
-    return None
+PROG = "paynow-service loadtest --"
+INSTALL_HINT = "install it from a checkout: `pip install -e loadtool` (or `make install`)"
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """Load bench/load.py and run its main with the remaining arguments; its exit status is ours."""
+    """The load tool's exit status with the remaining arguments (2 when it is not installed)."""
     rest = list(getattr(args, "rest", None) or [])
     if rest[:1] == ["--"]:
         rest = rest[1:]
-    path = find_load_tool()
-    if path is None:
-        print(
-            "paynow-service loadtest: bench/load.py was not found next to this installation; "
-            "the load tool runs from a checkout of the repository (pip install -e . there, "
-            "or run `python bench/load.py` from its root)",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
-    root = str(path.parents[1])
-    if root not in sys.path:
-        sys.path.insert(0, root)  # the tool imports tests.support from the checkout
-    spec = importlib.util.spec_from_file_location(_MODULE, path)
-    if spec is None or spec.loader is None:
-        print(f"paynow-service loadtest: cannot load {path}", file=sys.stderr)
-        return EXIT_USAGE
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[_MODULE] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
     try:
-        return int(module.main(rest, prog="paynow-service loadtest --"))
-    except SystemExit as exit_:  # argparse (--help, a bad flag) and the tool's own usage errors
-        code = exit_.code
-        if isinstance(code, int):
-            return code
-        if code:
-            print(code, file=sys.stderr)
-            return EXIT_USAGE
-        return 0
+        from paynow_loadtest.cli import main  # the one way in, lazy: the tool is optional
+    except ModuleNotFoundError as err:
+        if (err.name or "").split(".")[0] == "paynow_loadtest":
+            print(f"paynow-service loadtest: the load tool is not installed; {INSTALL_HINT}", file=sys.stderr)
+        else:
+            print(f"paynow-service loadtest: the load tool needs {err.name}; {INSTALL_HINT}", file=sys.stderr)
+        return EXIT_USAGE
+    return main(rest, prog=PROG)

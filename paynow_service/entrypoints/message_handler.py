@@ -149,7 +149,7 @@ class MessageHandler:
                 logging.WARNING,
                 "Transient failure - will retry",
                 reason="dead_letter_failed",
-                error_class=type(dlq_err).__name__,
+                error_type=type(dlq_err).__name__,
                 **base,
             )
             return Outcome("transient", "dead_letter_failed", str(dlq_err)[:200])

@@ -19,18 +19,16 @@ from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from paynow_service.adapters.oidc import (
-    PermissionDeniedError,
-    UnauthenticatedError,
-)
 from paynow_service.domain.errors import (
     ContentionError,
     EntryNotFoundError,
     InvalidRequestError,
     LedgerConflictError,
+    PermissionDeniedError,
     StorageUnavailableError,
     TerminalError,
     TransientError,
+    UnauthenticatedError,
 )
 from paynow_service.domain.ledger import Balance, LedgerEntry, LotMove, Points
 from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb

@@ -100,7 +100,7 @@ def _callback(loop: _LoopThread, handler: MessageHandler) -> Callable[[Any], Non
                 "Transient failure - will retry",
                 component=COMPONENT,
                 message_id=message.message_id,
-                error_class=type(err).__name__,
+                error_type=type(err).__name__,
             )
             message.nack()
             return
@@ -138,7 +138,7 @@ def _run_streaming(
                 logging.ERROR,
                 "Pull stream failed",
                 component=COMPONENT,
-                error_class=type(err).__name__,
+                error_type=type(err).__name__,
                 detail=str(err)[:300],
             )
             exit_code = 1
@@ -202,7 +202,7 @@ def _run_unary(
                     logging.WARNING,
                     "Pull failed - retrying",
                     component=COMPONENT,
-                    error_class=type(err).__name__,
+                    error_type=type(err).__name__,
                 )
                 stopping.wait(1)
                 continue

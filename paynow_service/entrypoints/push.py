@@ -4,7 +4,8 @@ Only Pub/Sub's own pushes get in: a Google-signed OIDC token for PUSH_AUDIENCE f
 PUSH_SERVICE_ACCOUNT (401 without a valid token, 403 for another account). Every
 authenticated message is answered 204 once done (processed, duplicate, or terminal
 and dead-lettered, undecodable ones included) and 503 when it should come back.
-A 4xx would be a nack, so none is ever used for a message.
+A 4xx would be a nack, so none is ever used for a message. `REFUSALS` is the one table
+from the token verifier's errors to answers and log lines.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import base64
 import binascii
 import json
 import logging
-from collections.abc import Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple, Protocol
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from paynow_service.adapters.oidc import CertsUnavailableError, PermissionDeniedError, UnauthenticatedError
+from paynow_service.domain.errors import (
+    CertsUnavailableError,
+    PaynowServiceError,
+    PermissionDeniedError,
+    UnauthenticatedError,
+)
 from paynow_service.entrypoints.message_handler import COMPONENT, MessageHandler
 from paynow_service.logs import LogSampler, log
 
@@ -30,6 +36,58 @@ MAX_PUSH_BYTES = 10 * 1024 * 1024  # Pub/Sub's message limit, plus envelope
 
 class TokenVerifier(Protocol):
     async def verify(self, authorization: str | None) -> str: ...
+
+
+class Refusal(NamedTuple):
+    """A push the token verifier refused: the answer, and its log line."""
+
+    status: int
+    error: str
+    detail: str
+    message: str
+    sample_key: str  # "": logged every time (not something a caller can provoke at will)
+    log_reason: Callable[[BaseException], str | None]
+
+
+# A refused token is never a message's fault: 401/403 for a bad caller, 503 (retry) when the
+# certs to check it are missing. First match wins.
+REFUSALS: tuple[tuple[type[PaynowServiceError], Refusal], ...] = (
+    (
+        UnauthenticatedError,
+        Refusal(
+            401,
+            "unauthenticated",
+            "a valid Google ID token is required",
+            "Push refused - unauthenticated",
+            "unauthenticated",
+            lambda err: str(err)[:120],
+        ),
+    ),
+    (
+        PermissionDeniedError,
+        Refusal(
+            403,
+            "permission_denied",
+            "token of another account",
+            "Push refused - wrong account",
+            "wrong_account",
+            lambda err: None,
+        ),
+    ),
+    (
+        # Google's certs are unreachable: the message must come back, not be refused.
+        CertsUnavailableError,
+        Refusal(
+            503,
+            "retry",
+            "signing certs unavailable",
+            "Transient failure - will retry",
+            "",
+            lambda err: CertsUnavailableError.reason,
+        ),
+    ),
+)
+_REFUSED = tuple(error_type for error_type, _ in REFUSALS)
 
 
 def _attributes(value: Any) -> dict[str, str]:
@@ -56,37 +114,8 @@ class PushEndpoint:
         if self._verifier is not None:
             try:
                 await self._verifier.verify(request.headers.get("authorization"))
-            except UnauthenticatedError as err:
-                self._refusals.log(
-                    "unauthenticated",
-                    logging.WARNING,
-                    "Push refused - unauthenticated",
-                    component=COMPONENT,
-                    reason=str(err)[:120],
-                )
-                return JSONResponse(
-                    {"error": "unauthenticated", "detail": "a valid Google ID token is required"},
-                    status_code=401,
-                )
-            except PermissionDeniedError:
-                self._refusals.log(
-                    "wrong_account", logging.WARNING, "Push refused - wrong account", component=COMPONENT
-                )
-                return JSONResponse(
-                    {"error": "permission_denied", "detail": "token of another account"}, status_code=403
-                )
-            except CertsUnavailableError:
-                # Google's certs are unreachable: the message must come back, not be refused.
-                log(
-                    logger,
-                    logging.WARNING,
-                    "Transient failure - will retry",
-                    component=COMPONENT,
-                    reason="certs_unavailable",
-                )
-                return JSONResponse(
-                    {"error": "retry", "detail": "signing certs unavailable"}, status_code=503
-                )
+            except _REFUSED as err:
+                return self._refuse(err)
         body = await request.body()
         data, attributes, message_id, attempt, problem = self._unwrap(body)
         if problem:
@@ -101,6 +130,15 @@ class PushEndpoint:
         if outcome.done:
             return Response(status_code=204)
         return JSONResponse({"error": "retry", "detail": outcome.reason}, status_code=503)
+
+    def _refuse(self, err: PaynowServiceError) -> Response:
+        refusal = next(refusal for error_type, refusal in REFUSALS if isinstance(err, error_type))
+        fields = {"component": COMPONENT, "reason": refusal.log_reason(err)}
+        if refusal.sample_key:
+            self._refusals.log(refusal.sample_key, logging.WARNING, refusal.message, **fields)
+        else:
+            log(logger, logging.WARNING, refusal.message, **fields)
+        return JSONResponse({"error": refusal.error, "detail": refusal.detail}, status_code=refusal.status)
 
     @staticmethod
     def _unwrap(body: bytes) -> tuple[bytes, dict[str, str], str, int | None, str]:

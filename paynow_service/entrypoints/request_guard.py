@@ -84,7 +84,7 @@ class RequestGuard:
             component=component_of(path),
             path=path,
             cause=cause,
-            error_class=type(exc).__name__,
+            error_type=type(exc).__name__,
             processing_ms=round((time.perf_counter() - started) * 1000, 2),
         )
 

@@ -1,40 +1,81 @@
 """POST /api/paynow/webhook: PayNow's front door (SPEC sections 2 and 3).
 
-Bytes in, verified and parsed at the edge, handed to the ingest service. Answers:
-200 accepted / duplicate / ignored; 405 other methods; 400 malformed; 401 bad
-signature, stale timestamp or foreign store; 413 too large; 503 not durable (PayNow
-retries). Bad input never gets a 500, and no answer or log echoes a secret.
+Bytes in, verified and parsed at the edge, handed to the ingest service. Two tables
+give every answer: `REJECTIONS` for a delivery refused before ingest (405 other methods;
+400 malformed; 401 bad signature, stale timestamp or foreign store; 413 too large) and
+`STATUS_BY_OUTCOME` for what the ingest did (200 done, whatever happened; 503 not durable,
+PayNow retries). Bad input never gets a 500, and no answer or log echoes a secret.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
+from typing import NamedTuple
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
 from paynow_service import metrics
 from paynow_service.config import Settings
-from paynow_service.domain.errors import InvalidEventError
-from paynow_service.domain.events import PaymentEvent
-from paynow_service.domain.paynow import (
+from paynow_service.domain.errors import (
+    ClientDisconnectedError,
+    ForeignStoreError,
+    InvalidEventError,
     MalformedWebhookError,
-    decode_envelope,
-    event_from_envelope,
-    payload_hash,
+    MethodNotAllowedError,
+    PayloadTooLargeError,
+    SignatureError,
+    WebhookRejectedError,
 )
-from paynow_service.domain.signature import SignatureError, verify_signature
+from paynow_service.domain.events import PaymentEvent
+from paynow_service.domain.paynow import decode_envelope, event_from_envelope, payload_hash
+from paynow_service.domain.signature import verify_signature
 from paynow_service.logs import LogSampler, log
-from paynow_service.service.ingest import COMPONENT, IngestResult, IngestService
+from paynow_service.service.ingest import COMPONENT, IngestOutcome, IngestResult, IngestService
 
 logger = logging.getLogger("paynow_service.webhook")
 PATH = "/api/paynow/webhook"
 
 
-class _TooLarge(Exception):
-    pass
+class Rejection(NamedTuple):
+    """The answer to a refused delivery; its error code is the exception's `reason`."""
+
+    status: int
+    logged: bool  # through the sampler; a wrong method or a dropped connection is not worth a line
+
+
+# First match wins: subclasses before their bases.
+REJECTIONS: tuple[tuple[type[WebhookRejectedError], Rejection], ...] = (
+    (MethodNotAllowedError, Rejection(405, logged=False)),
+    (PayloadTooLargeError, Rejection(413, logged=True)),
+    (ClientDisconnectedError, Rejection(400, logged=False)),
+    (MalformedWebhookError, Rejection(400, logged=True)),
+    (SignatureError, Rejection(401, logged=True)),  # invalid_signature, invalid_timestamp
+    (ForeignStoreError, Rejection(401, logged=True)),
+)
+# What the ingest did -> HTTP status: anything but 200 makes PayNow deliver the event again.
+STATUS_BY_OUTCOME: Mapping[IngestOutcome, int] = {
+    "queued": 200,
+    "processed": 200,
+    "duplicate": 200,
+    "conflict": 200,
+    "ignored": 200,
+    "failed_terminal": 200,
+    "dead_lettered": 200,
+    "unavailable": 503,
+    "transient": 503,
+}
+NOT_DURABLE_CODE = "unavailable"
+
+
+def rejection_for(err: WebhookRejectedError) -> Rejection:
+    """The row of `err` in REJECTIONS (a test checks every rejection has one)."""
+    return next((rejection for error_type, rejection in REJECTIONS if isinstance(err, error_type)), _BAD)
+
+
+_BAD = Rejection(400, logged=True)
 
 
 def _error(status: int, code: str, detail: str) -> JSONResponse:
@@ -42,15 +83,19 @@ def _error(status: int, code: str, detail: str) -> JSONResponse:
 
 
 async def _read_limited(request: Request, limit: int) -> bytes:
+    too_large = f"body exceeds {limit} bytes"
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise _TooLarge
+        raise PayloadTooLargeError(too_large)
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _TooLarge
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLargeError(too_large)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise ClientDisconnectedError("client disconnected before the body was read") from None
     return b"".join(chunks)
 
 
@@ -67,54 +112,49 @@ class WebhookEndpoint:
         metrics.WEBHOOK_LATENCY.labels(mode).observe(time.perf_counter() - started)
 
     def _reject(
-        self, status: int, reason: str, detail: str, started: float, **fields: object
+        self, err: WebhookRejectedError, started: float, fields: Mapping[str, object]
     ) -> JSONResponse:
-        self._rejections.log(
-            reason,
-            logging.WARNING,
-            f"Webhook rejected - {reason}",
-            component=COMPONENT,
-            rejection_reason=reason,
-            processing_ms=round((time.perf_counter() - started) * 1000, 2),
-            **fields,
-        )
-        self._count(status, reason, started)
-        return _error(status, reason, detail)
+        rejection, reason = rejection_for(err), err.reason
+        if rejection.logged:
+            self._rejections.log(
+                reason,
+                logging.WARNING,
+                f"Webhook rejected - {reason}",
+                component=COMPONENT,
+                rejection_reason=reason,
+                processing_ms=round((time.perf_counter() - started) * 1000, 2),
+                **fields,
+            )
+        self._count(rejection.status, reason, started)
+        return _error(rejection.status, reason, err.detail)
 
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
+        fields: dict[str, object] = {}  # the event's id and type, once the envelope is read
+        try:
+            return await self._accept(request, started, fields)
+        except WebhookRejectedError as err:
+            return self._reject(err, started, fields)
+
+    async def _accept(self, request: Request, started: float, fields: dict[str, object]) -> Response:
+        """Verify, decode and ingest the delivery; a refused one raises a WebhookRejectedError."""
         if request.method != "POST":
-            self._count(405, "method_not_allowed", started)
-            return _error(405, "method_not_allowed", "use POST")
+            raise MethodNotAllowedError("use POST")
         settings = self._settings
-        try:
-            body = await _read_limited(request, settings.paynow_max_body_bytes)
-        except _TooLarge:
-            return self._reject(
-                413, "too_large", f"body exceeds {settings.paynow_max_body_bytes} bytes", started
-            )
-        except ClientDisconnect:
-            self._count(400, "malformed", started)
-            return _error(400, "malformed", "client disconnected before the body was read")
+        body = await _read_limited(request, settings.paynow_max_body_bytes)
         now_ms = int(time.time() * 1000)
-        try:
-            sent_at_ms = verify_signature(
-                request.headers,
-                body,
-                settings.paynow_webhook_secrets,
-                now_ms=now_ms,
-                tolerance_s=settings.paynow_timestamp_tolerance_s,
-            )
-        except SignatureError as err:
-            return self._reject(401, err.reason, err.detail, started)
-        try:
-            envelope = decode_envelope(body)
-        except MalformedWebhookError as err:
-            return self._reject(400, "malformed", err.detail, started)
-        fields = {"event_id": envelope.event_id, "event_type": envelope.event_type}
+        sent_at_ms = verify_signature(
+            request.headers,
+            body,
+            settings.paynow_webhook_secrets,
+            now_ms=now_ms,
+            tolerance_s=settings.paynow_timestamp_tolerance_s,
+        )
+        envelope = decode_envelope(body)
+        fields.update(event_id=envelope.event_id, event_type=envelope.event_type)
         log(logger, logging.INFO, "Webhook received", component=COMPONENT, **fields)
         if settings.paynow_store_id and envelope.store_id and envelope.store_id != settings.paynow_store_id:
-            return self._reject(401, "foreign_store", "event belongs to another store", started, **fields)
+            raise ForeignStoreError("event belongs to another store")
         body_hash = payload_hash(envelope.body)
         try:
             event = event_from_envelope(envelope, received_at_ms=now_ms, sent_at_ms=sent_at_ms)
@@ -141,8 +181,9 @@ class WebhookEndpoint:
             "path": result.path,
             "outcome": result.outcome,
         }
-        self._count(result.status_code, result.outcome, started)
-        if result.status_code >= 500:
+        status = STATUS_BY_OUTCOME[result.outcome]
+        self._count(status, result.outcome, started)
+        if status != 200:
             log(
                 logger,
                 logging.ERROR,
@@ -150,7 +191,7 @@ class WebhookEndpoint:
                 reason=result.detail,
                 **fields,
             )
-            return _error(503, "unavailable", "the event could not be made durable; retry later")
+            return _error(status, NOT_DURABLE_CODE, "the event could not be made durable; retry later")
         if result.outcome != "queued":  # the queue path logged its own success line with status=queued
             log(
                 logger,
@@ -164,8 +205,8 @@ class WebhookEndpoint:
 
 
 async def _durably(ingest: Awaitable[IngestResult]) -> IngestResult:
-    """The ingest's answer; an error it did not classify is a 503 (not durable: PayNow retries), not a 500."""
+    """The ingest's answer; an error it did not classify is not durable (PayNow retries), never a 500."""
     try:
         return await ingest
     except Exception as err:  # noqa: BLE001 (any failure here means the event may not be durable)
-        return IngestResult(503, "unavailable", "none", f"unexpected {type(err).__name__}")
+        return IngestResult("unavailable", "none", f"unexpected {type(err).__name__}")

@@ -2,10 +2,13 @@
 
 Queue mode: claim `webhookEvents/{event_id}` (a create that fails if it exists), publish
 the event under its ordering key, set `publishedAt`, answer. If the publish fails, the
-event is processed inline instead; if that fails too the answer is 503 and PayNow
+event is processed inline instead; if that fails too the outcome is not durable and PayNow
 retries (the record stays `queued` without `publishedAt`, so a redelivery or `sweep`
 publishes it later). Sync mode processes inline through the same core.
 `WEBHOOK_QUEUE_PERCENT` sends a stable share of ordering keys through the queue.
+
+The service answers with an `IngestOutcome`, never an HTTP status: the webhook entry point
+maps outcomes to answers with one table (entrypoints/webhook.py).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import hashlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Literal, Protocol
 
 from paynow_service import metrics
 from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, app_verdict
@@ -54,15 +57,34 @@ class EventPublisherPort(Protocol):
     async def publish_event(self, event: PaymentEvent) -> str: ...
 
 
+IngestOutcome = Literal[
+    "queued",  # published to the topic: the worker processes it
+    "processed",  # processed inline
+    "duplicate",  # already recorded with this body (or by the app before cut-over)
+    "conflict",  # already recorded with another body: refused, not retried
+    "ignored",  # a type the service does not handle
+    "failed_terminal",  # recorded and dead-lettered: retrying cannot help
+    "dead_lettered",  # dead-lettered after its last attempt
+    "unavailable",  # not durable: storage was unavailable
+    "transient",  # not durable: processing failed in a way a retry may fix
+]
+# The outcomes after which nothing is durable: PayNow must deliver the event again.
+NOT_DURABLE: frozenset[IngestOutcome] = frozenset({"unavailable", "transient"})
+
+
 @dataclass(frozen=True)
 class IngestResult:
-    """What the webhook answers and how it got there (for logs and metrics)."""
+    """What the ingest did with a delivery and how it got there (for the answer, logs and metrics)."""
 
-    status_code: int
-    outcome: str  # queued, processed, duplicate, conflict, ignored, failed_terminal, unavailable ...
+    outcome: IngestOutcome
     path: str  # queue, sync, fallback, none
     detail: str = ""
     points: int = 0
+
+    @property
+    def durable(self) -> bool:
+        """False when PayNow must retry: nothing may be assumed recorded or processed."""
+        return self.outcome not in NOT_DURABLE
 
 
 def queue_share(ordering_key: str) -> int:
@@ -98,7 +120,7 @@ class IngestService:
         try:
             existing = await self._records.create_queued(event, payload_hash)
         except StorageUnavailableError as err:
-            return IngestResult(503, "unavailable", "none", err.detail)
+            return IngestResult("unavailable", "none", err.detail)
         if existing is not None and existing.app_shaped:
             app_answer = await self._app_record(event, payload_hash, existing)
             if app_answer is not None:
@@ -113,17 +135,17 @@ class IngestService:
     async def ingest_invalid(
         self, event: PaymentEvent, payload_hash: str, error: TerminalError
     ) -> IngestResult:
-        """A genuine event whose body lacks what we need: record, dead-letter, answer 200."""
+        """A genuine event whose body lacks what we need: record and dead-letter it (done: no retry)."""
         try:
             existing = await self._records.create_queued(event, payload_hash)
         except StorageUnavailableError as err:
-            return IngestResult(503, "unavailable", "none", err.detail)
+            return IngestResult("unavailable", "none", err.detail)
         if existing is not None and existing.app_shaped:
             app_answer = await self._app_record(event, payload_hash, existing)
             if app_answer is not None:
                 return app_answer
         elif existing is not None and existing.status != "queued":
-            return IngestResult(200, "duplicate", "none")
+            return IngestResult("duplicate", "none")
         outcome = await self._core.fail_terminal(event, error, component=COMPONENT)
         return self._from_outcome(outcome, "sync")
 
@@ -143,7 +165,7 @@ class IngestService:
                 # Another delivery took it over first: it is our record now, handled as a redelivery.
                 current = await self._records.get(event.event_id)
                 if current is None or current.app_shaped:
-                    return IngestResult(503, "unavailable", "none", "app record changed while taken over")
+                    return IngestResult("unavailable", "none", "app record changed while taken over")
                 return await self._redelivery(event, payload_hash, current)
             if verdict == "unfinished":
                 await self._records.flag_app_unfinished(event.event_id)
@@ -156,8 +178,8 @@ class IngestService:
                     **fields,
                 )
         except StorageUnavailableError as err:
-            return IngestResult(503, "unavailable", "none", err.detail)
-        return IngestResult(200, "duplicate", "none", f"app record {existing.status}")
+            return IngestResult("unavailable", "none", err.detail)
+        return IngestResult("duplicate", "none", f"app record {existing.status}")
 
     async def _redelivery(self, event: PaymentEvent, payload_hash: str, existing: RecordPort) -> IngestResult:
         if existing.payload_hash and existing.payload_hash != payload_hash:
@@ -170,22 +192,22 @@ class IngestService:
                 event_type=event.event_type,
                 status="conflict",
             )
-            return IngestResult(200, "conflict", "none")
+            return IngestResult("conflict", "none")
         if existing.status != "queued":
-            return IngestResult(200, "duplicate", "none")
+            return IngestResult("duplicate", "none")
         if not self.uses_queue(event):
             # Inline processing is idempotent (the transaction checks the status): finish it now.
             return await self._inline(event, "sync")
         if existing.published_at is not None:
-            return IngestResult(200, "duplicate", "none")
+            return IngestResult("duplicate", "none")
         # Recorded but never published (a crash or an outage between the two): re-drive it,
         # once, whoever holds the lease.
         try:
             leased = await self._records.claim_lease(event.event_id, self._lease_s)
         except StorageUnavailableError as err:
-            return IngestResult(503, "unavailable", "none", err.detail)
+            return IngestResult("unavailable", "none", err.detail)
         if not leased:
-            return IngestResult(200, "duplicate", "none")
+            return IngestResult("duplicate", "none")
         metrics.REDRIVEN.inc()
         return await self._publish_or_fallback(event)
 
@@ -193,8 +215,8 @@ class IngestService:
         try:
             await self._records.mark(event.event_id, status="ignored", result={"outcome": "ignored"})
         except StorageUnavailableError as err:
-            return IngestResult(503, "unavailable", "none", err.detail)
-        return IngestResult(200, "ignored", "none")
+            return IngestResult("unavailable", "none", err.detail)
+        return IngestResult("ignored", "none")
 
     async def _route(self, event: PaymentEvent) -> IngestResult:
         if self.uses_queue(event):
@@ -217,11 +239,11 @@ class IngestService:
                 event_id=event.event_id,
                 event_type=event.event_type,
                 ordering_key=event.resolved_ordering_key(),
-                error_class=type(err).__name__,
+                error_type=type(err).__name__,
                 path="fallback",
             )
             result = await self._inline(event, "fallback")
-            if result.status_code >= 500:
+            if not result.durable:
                 # Give the publish lease back: PayNow's retry must be able to take it at once,
                 # not be answered "duplicate" while nothing publishes the event.
                 await self._records.release_lease(event.event_id)
@@ -244,7 +266,7 @@ class IngestService:
             path="queue",
             publish_ms=publish_ms,
         )
-        return IngestResult(200, "queued", "queue")
+        return IngestResult("queued", "queue")
 
     async def drain(self) -> None:
         """Write the pending `publishedAt` marks (on shutdown)."""
@@ -257,5 +279,5 @@ class IngestService:
     def _from_outcome(self, outcome: Outcome, path: str) -> IngestResult:
         if outcome.status == "transient":
             # Nothing was marked done: PayNow retries, and the record lets a redelivery finish it.
-            return IngestResult(503, "transient", path, outcome.reason, 0)
-        return IngestResult(200, outcome.status, path, outcome.reason, outcome.points)
+            return IngestResult("transient", path, outcome.reason, 0)
+        return IngestResult(outcome.status, path, outcome.reason, outcome.points)

@@ -20,18 +20,18 @@ moves only some entries, so the count is per entry, not per order.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import pluggy
 
 from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.decisions import SOURCE
 from paynow_service.domain.ledger import EntryRequest, recredit_entry_id, reversal_entry_id
-from paynow_service.hookspecs import CreditedEntry
+from paynow_service.domain.orders import Dispute, OrderRecord
+from paynow_service.domain.statuses import StepResult
 
-SOURCE = "paynow"
 # How far a refund has gone; a status at or below the one recorded is stale.
 REFUND_RANKS = {
     "created": 0,
@@ -47,43 +47,10 @@ RECREDITING_REFUND_STATUSES = frozenset({"canceled", "cancelled", "failed"})
 
 
 @dataclass(frozen=True)
-class Dispute:
-    status: str
-    closed: bool = False
-
-
-@dataclass(frozen=True)
-class OrderRecord:
-    """paynowOrders/{order_id}: what the order credited and where its refunds and disputes stand."""
-
-    uid: str
-    credits: tuple[CreditedEntry, ...] = ()
-    cycles: tuple[CreditedEntry, ...] = ()  # credited cycles of the subscriptions its lines bought
-    subscription_ids: tuple[str, ...] = ()
-    order_id: str = ""
-    generation: int = 0  # reversals of the order applied so far
-    entry_reversals: Mapping[str, int] = field(default_factory=dict)  # entry id -> its reversals so far
-    reversed: Mapping[str, int] = field(default_factory=dict)  # the last reversal: entry id -> points taken
-    reversed_by: str = ""  # "refund:<id>" or "chargeback:<id>" while reversed, "" while credited
-    refunds: Mapping[str, str] = field(default_factory=dict)  # refund id -> furthest status
-    refund_amounts: Mapping[str, int] = field(default_factory=dict)  # refund id -> amount refunded (cents)
-    chargebacks: Mapping[str, Dispute] = field(default_factory=dict)
-    migrated_from: str = ""  # "app": an order the app credited before cut-over (`migrate orders`)
-
-    @property
-    def is_reversed(self) -> bool:
-        return bool(self.reversed_by)
-
-    @property
-    def status(self) -> str:
-        return "reversed" if self.is_reversed else ("recredited" if self.generation else "credited")
-
-
-@dataclass(frozen=True)
 class Step:
     """What one refund or dispute event does to the order."""
 
-    result: str  # reversed, recredited, status_updated, no_change
+    result: StepResult
     order: OrderRecord  # the order after the step
     entries: tuple[EntryRequest, ...] = ()
     points: int = 0  # net points moved (a reversal is negative)
@@ -280,17 +247,3 @@ def _status_rank(event: ev.PaymentEvent) -> int:
     if event.refund is not None:
         return REFUND_RANKS.get(event.refund.status.lower(), -1)
     return int(event.event_type == ev.CHARGEBACK_CLOSED)
-
-
-def order_fields(order: OrderRecord) -> dict[str, Any]:
-    """The order's dispute state as stored in paynowOrders/{order_id}."""
-    return {
-        "generation": order.generation,
-        "reversals": dict(order.entry_reversals),
-        "reversed": [{"entryId": entry_id, "points": points} for entry_id, points in order.reversed.items()],
-        "reversedBy": order.reversed_by,
-        "status": order.status,
-        "refunds": dict(order.refunds),
-        "refundAmounts": dict(order.refund_amounts),
-        "chargebacks": {k: {"status": d.status, "closed": d.closed} for k, d in order.chargebacks.items()},
-    }

@@ -15,29 +15,29 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 import pluggy
 
 from paynow_service import metrics
 from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.decisions import Decision, EventState
 from paynow_service.domain.errors import DomainError, TerminalError, TransientError
 from paynow_service.domain.events import PaymentEvent
-from paynow_service.domain.ledger import LedgerResult
+from paynow_service.domain.statuses import DecisionResult, FailedStatus, OutcomeStatus
 from paynow_service.logs import log
-from paynow_service.service.decide import Decision, EventState, decide
+from paynow_service.service.decide import decide
 
 logger = logging.getLogger("paynow_service.processing")
 
-OutcomeStatus = Literal["processed", "duplicate", "ignored", "failed_terminal", "dead_lettered", "transient"]
 
-
-class EventProcessorPort(Protocol):
-    """Runs `decide` inside one transaction and applies what it returns."""
+class EventUnitOfWork(Protocol):
+    """One event, one transaction: read its `EventState`, call `decide` with it, apply the
+    `Decision`, all or nothing. A retried transaction reads and decides again."""
 
     async def process(
         self, event: PaymentEvent, decide: Callable[[EventState], Decision], *, component: str
-    ) -> tuple[Decision, LedgerResult | None]: ...
+    ) -> Decision: ...
 
 
 class DeadLetterPort(Protocol):
@@ -55,7 +55,7 @@ class DeadLetterPort(Protocol):
 
 
 class EventMarkerPort(Protocol):
-    async def mark_failed(self, event_id: str, status: str, reason: str, detail: str) -> None: ...
+    async def mark_failed(self, event_id: str, status: FailedStatus, reason: str, detail: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ class Outcome:
 class ProcessingCore:
     def __init__(
         self,
-        processor: EventProcessorPort,
+        processor: EventUnitOfWork,
         dead_letters: DeadLetterPort,
         events: EventMarkerPort,
         hooks: pluggy.HookRelay,
@@ -120,7 +120,7 @@ class ProcessingCore:
             return round((time.perf_counter() - started) * 1000, 2)
 
         try:
-            decision, _ = await self._processor.process(
+            decision = await self._processor.process(
                 event, lambda state: decide(event, state, self._hooks, self._catalog), component=component
             )
         except TerminalError as err:
@@ -143,11 +143,7 @@ class ProcessingCore:
             if delivery_attempt is not None and delivery_attempt >= self._max_attempts:
                 return await self._fail(event, wrapped, "dead_lettered", component, raw, elapsed)
             return Outcome("transient", wrapped.reason, wrapped.detail, processing_ms=elapsed())
-        # A parked refund or dispute is done too: it is stored on its order and applied with it.
-        status: OutcomeStatus = {"duplicate": "duplicate", "ignored": "ignored"}.get(  # type: ignore[assignment]
-            decision.result, "processed"
-        )
-        return Outcome(status, decision=decision, processing_ms=elapsed())
+        return Outcome(_outcome_status(decision.result), decision=decision, processing_ms=elapsed())
 
     async def fail_terminal(
         self,
@@ -173,7 +169,7 @@ class ProcessingCore:
         self,
         event: PaymentEvent,
         err: DomainError,
-        status: OutcomeStatus,
+        status: FailedStatus,
         component: str,
         raw: tuple[bytes, Mapping[str, str]] | None,
         elapsed: Callable[[], float],
@@ -200,8 +196,9 @@ class ProcessingCore:
         return Outcome(status, err.reason, err.detail, processing_ms=elapsed())
 
 
-async def dead_letter_undecodable(
-    dead_letters: DeadLetterPort, raw: tuple[bytes, Mapping[str, str]], detail: str, reason: str
-) -> None:
-    """A message that cannot even be decoded goes to the DLQ as it came (raises if unconfirmed)."""
-    await dead_letters.dead_letter(None, reason=reason, error_class="terminal", detail=detail, raw=raw)
+def _outcome_status(result: DecisionResult) -> OutcomeStatus:
+    if result == "duplicate":
+        return "duplicate"
+    if result == "ignored":
+        return "ignored"
+    return "processed"  # a parked refund or dispute too: it is stored on its order and applied with it

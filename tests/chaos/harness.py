@@ -1,17 +1,19 @@
 """The chaos scenarios' common parts: a queue-mode stack of real processes on the session
 emulators, traffic that retries like PayNow, and the shared invariant check.
 
-Traffic: orders of many users (some with duplicate deliveries), a few unknown products
-(they must end in the DLQ), ignored types, and refunds of earlier orders. Each delivery
-starts on its own schedule (open loop); a non-2xx answer or a transport error is retried
-(as PayNow would, with backoff) until it is answered 2xx or the retry window closes.
+Traffic: the load tool's traffic model (`paynow_loadtest.traffic.plan_traffic`) with the chaos
+mix, `CHAOS_MIX`: orders of many users (10% delivered twice), exactly two unknown products
+(they must end in the DLQ), ignored types, and refunds of orders at least 1.5 s old; no bursts,
+no subscriptions, no spends. Each delivery starts on its own schedule (open loop); a non-2xx
+answer or a transport error is retried (as PayNow would, with backoff) until it is answered 2xx
+or the retry window closes. Requests are signed and sent by the shared `paynow_loadtest.webhook`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-import random
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -21,25 +23,27 @@ from typing import Any
 
 import httpx
 
+from paynow_loadtest.expectation import Expectation
+from paynow_loadtest.invariants import InvariantReport, check
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.state import pull_dead_letters, read_state, wait_drained
+from paynow_loadtest.traffic import Delivery, Mix
+from paynow_loadtest.webhook import post_async
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.adapters.pubsub_infra import InfraOverrides
 from paynow_service.config import Settings
 from paynow_service.domain.catalog import Catalog
-from paynow_service.domain.signature import sign
-from tests.support.invariants import (
-    EventFactory,
-    Expectation,
-    InvariantReport,
-    PlannedEvent,
-    check,
-    pull_dead_letters,
-    read_state,
-    wait_drained,
-)
-from tests.support.processes import ServiceProcess, run_cli, serve
-from tests.support.stack import CATALOG, FAST, apply_topology, stack_env, unique, write_catalog
+from tests.support.processes import run_cli, serve
+from tests.support.stack import CATALOG, FAST, apply_topology, stack_env, write_catalog
 
 SECRET = "pn-test-secret-one"
+# The chaos traffic (plan_traffic's mix): 10% duplicates, 6% refunds (of orders >= 1.5 s old), 5%
+# ignored types, exactly 2 unknown products, the rest orders; no bursts, subscriptions or spends.
+CHAOS_MIX = Mix(
+    duplicates=0.10, refunds=0.06, subscriptions=0.0, renewals=0.0, ignored=0.05, unknown_count=2,
+    burst_len=0, dependency_delay_s=1.5, spend_share=0.0,
+)  # fmt: skip
+CHAOS_MIX_NO_REFUNDS = dataclasses.replace(CHAOS_MIX, refunds=0.0)
 
 
 class ChaosStack:
@@ -116,14 +120,6 @@ class ChaosStack:
 
 
 @dataclass
-class Delivery:
-    due: float
-    planned: PlannedEvent
-    needs: str = ""  # an event that must be accepted first (a refund's order)
-    duplicate: bool = False
-
-
-@dataclass
 class TrafficResult:
     answers: Counter[int] = field(default_factory=Counter)  # HTTP status (0: transport error) -> count
     outcomes: Counter[str] = field(default_factory=Counter)  # answer "status" of the 2xx answers
@@ -136,38 +132,6 @@ class TrafficResult:
     @property
     def non_2xx(self) -> int:
         return sum(n for status, n in self.answers.items() if not 200 <= status < 300)
-
-
-def plan(
-    factory: EventFactory, *, rate: float, duration: float, users: Sequence[str], rng: random.Random,
-    unknown: int = 2, refunds: bool = True,
-) -> list[Delivery]:  # fmt: skip
-    """Orders (10% delivered twice), `unknown` unknown products, 5% ignored types, refunds of orders
-    at least 1.5 s old, at `rate` per second for `duration` seconds."""
-    total = round(rate * duration)
-    unknown_at = {int(total * (k + 1) / (unknown + 1)) for k in range(unknown)}
-    deliveries: list[Delivery] = []
-    orders: list[Delivery] = []
-    for i in range(total):
-        t = i / rate
-        r = rng.random()
-        ready = [o for o in orders if o.due <= t - 1.5]
-        if i in unknown_at:
-            delivery = Delivery(t, factory.unknown_product(rng.choice(users)))
-        elif r < 0.10 and deliveries:
-            original = rng.choice([d for d in deliveries[-50:] if not d.duplicate] or deliveries[:1])
-            delivery = Delivery(t, original.planned, needs=original.needs, duplicate=True)
-        elif r < 0.16 and ready and refunds:
-            order = rng.choice(ready)
-            orders.remove(order)
-            delivery = Delivery(t, factory.refund(order.planned), needs=order.planned.event_id)
-        elif r < 0.21:
-            delivery = Delivery(t, factory.ignored(rng.choice(users)))
-        else:
-            delivery = Delivery(t, factory.order(rng.choice(users)))
-            orders.append(delivery)
-        deliveries.append(delivery)
-    return deliveries
 
 
 async def drive(
@@ -188,11 +152,9 @@ async def drive(
             backoff, tries = 0.5, 0
             while True:
                 tries += 1
-                ts = str(int(time.time() * 1000))
-                headers = {"PayNow-Signature": sign(SECRET, ts, planned.body), "PayNow-Timestamp": ts}
                 began = time.monotonic()
                 try:
-                    response = await client.post(url, content=planned.body, headers=headers)
+                    response = await post_async(client, url, planned.body, SECRET)
                     status = response.status_code
                 except httpx.HTTPError:
                     status = 0
@@ -223,13 +185,6 @@ async def drive(
             result.last_send = time.monotonic() - start
         await asyncio.gather(*tasks)
     return result
-
-
-def new_traffic(
-    catalog: Catalog, *, seed: int | None = None, users: int = 12
-) -> tuple[EventFactory, list[str], random.Random]:
-    rng = random.Random(seed)
-    return EventFactory(catalog, rng=rng), [unique("chaos") for _ in range(users)], rng
 
 
 def verify(

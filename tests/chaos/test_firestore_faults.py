@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pytest
 
+from paynow_loadtest.expectation import Expectation
+from paynow_loadtest.traffic import new_traffic, plan_traffic
 from paynow_service.adapters.emulators import EmulatorStack
-from tests.chaos.harness import ChaosStack, drive, explain, new_traffic, plan, verify
+from tests.chaos.harness import CHAOS_MIX_NO_REFUNDS, ChaosStack, drive, explain, verify
 from tests.support.fault_proxy import FaultProxy
-from tests.support.invariants import Expectation
 
 pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(200)]
 
@@ -49,7 +50,9 @@ async def test_firestore_delay_reset_and_black_hole_lose_and_double_nothing(
             # attempts in seconds on the emulator (it ignores the retry backoff) and is
             # dead-lettered as order_not_credited, to be replayed (docs/runbook.md). Refunds
             # under outages are covered by the Pub/Sub freeze and worker kill scenarios.
-            deliveries = plan(factory, rate=15, duration=11, users=users, rng=rng, refunds=False)
+            deliveries = plan_traffic(
+                factory, rate=15, duration=11, users=users, rng=rng, mix=CHAOS_MIX_NO_REFUNDS
+            )
             start = time.monotonic()
             traffic = asyncio.create_task(drive(stack.url, deliveries, expectation, retry_window_s=60))
             for at, mode, delay_ms in PHASES:

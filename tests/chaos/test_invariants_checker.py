@@ -9,8 +9,11 @@ import datetime as dt
 import random
 from typing import Any
 
+from paynow_loadtest.events import EventFactory
+from paynow_loadtest.expectation import Expectation, Expected
+from paynow_loadtest.invariants import check
+from paynow_loadtest.state import DeadLetter, State
 from paynow_service.domain.catalog import Catalog
-from tests.support.invariants import DeadLetter, EventFactory, Expectation, Expected, State, check
 from tests.support.stack import CATALOG
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)

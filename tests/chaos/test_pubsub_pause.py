@@ -21,9 +21,10 @@ from pathlib import Path
 
 import pytest
 
+from paynow_loadtest.expectation import Expectation
+from paynow_loadtest.traffic import new_traffic, plan_traffic
 from paynow_service.adapters.emulators import EmulatorStack
-from tests.chaos.harness import ChaosStack, drive, explain, new_traffic, plan, verify
-from tests.support.invariants import Expectation
+from tests.chaos.harness import CHAOS_MIX, ChaosStack, drive, explain, verify
 
 pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(150)]
 
@@ -35,7 +36,7 @@ async def test_pubsub_paused_under_the_webhook_credits_every_event_once(
     try:
         factory, users, rng = new_traffic(stack.catalog)
         expectation = Expectation()
-        deliveries = plan(factory, rate=20, duration=8, users=users, rng=rng)
+        deliveries = plan_traffic(factory, rate=20, duration=8, users=users, rng=rng, mix=CHAOS_MIX)
         traffic = asyncio.create_task(drive(stack.url, deliveries, expectation))
         await asyncio.sleep(2.0)
         emulators.pubsub.pause()

@@ -20,14 +20,15 @@ from typing import Any
 import httpx
 import pytest
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import signed_headers
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.config import Settings
 from paynow_service.domain.paynow import parse_webhook
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
+from paynow_service.sample_webhooks import build_event, flake_id
 from tests.support.fault_proxy import FaultProxy
-from tests.support.processes import ServiceProcess, serve
+from tests.support.processes import serve
 from tests.support.stack import PRODUCT, apply_topology, signed, stack_env, unique, write_catalog
 
 pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(240)]
@@ -96,9 +97,7 @@ def stack(emulators: EmulatorStack, tmp_path_factory: pytest.TempPathFactory) ->
 
 def _webhook(base: str, uid: str) -> tuple[str, dict[str, Any]]:
     body = json.dumps(build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT)).encode()
-    ts = str(int(time.time() * 1000))
-    headers = {"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
-    return f"{base}/api/paynow/webhook", {"content": body, "headers": headers}
+    return f"{base}/api/paynow/webhook", {"content": body, "headers": signed_headers(SECRET, body)}
 
 
 def _push(base: str, uid: str) -> tuple[str, dict[str, Any]]:

@@ -18,21 +18,15 @@ import json
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
+from paynow_loadtest.traffic import new_traffic
+from paynow_loadtest.webhook import post
 from paynow_service.adapters.emulators import EmulatorStack
-from paynow_service.domain.signature import sign
-from tests.chaos.harness import SECRET, ChaosStack, new_traffic
+from tests.chaos.harness import SECRET, ChaosStack
 from tests.support.stack import doc, wait_for
 
 pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(120)]
-
-
-def _post(url: str, body: bytes) -> httpx.Response:
-    ts = str(int(time.time() * 1000))
-    headers = {"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
-    return httpx.post(url, content=body, headers=headers, timeout=15)
 
 
 def test_a_503_then_paynow_retry_ends_the_event_without_a_sweep(
@@ -44,7 +38,7 @@ def test_a_503_then_paynow_retry_ends_the_event_without_a_sweep(
         bad = factory.unknown_product(users[0])
         emulators.pubsub.pause()
         try:
-            first = _post(stack.url, bad.body)
+            first = post(stack.url, bad.body, SECRET)
         finally:
             emulators.pubsub.resume()
         assert first.status_code == 503, first.text
@@ -52,7 +46,7 @@ def test_a_503_then_paynow_retry_ends_the_event_without_a_sweep(
         deadline = time.monotonic() + 20
         while not 200 <= answers[-1] < 300 and time.monotonic() < deadline:
             time.sleep(0.5)
-            answers.append(_post(stack.url, bad.body).status_code)
+            answers.append(post(stack.url, bad.body, SECRET).status_code)
         assert 200 <= answers[-1] < 300, answers
         record = wait_for(
             lambda: (

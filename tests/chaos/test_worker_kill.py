@@ -20,9 +20,10 @@ from pathlib import Path
 
 import pytest
 
+from paynow_loadtest.expectation import Expectation
+from paynow_loadtest.traffic import new_traffic, plan_traffic
 from paynow_service.adapters.emulators import EmulatorStack
-from tests.chaos.harness import ChaosStack, drive, explain, new_traffic, plan, verify
-from tests.support.invariants import Expectation
+from tests.chaos.harness import CHAOS_MIX, ChaosStack, drive, explain, verify
 
 pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(240)]
 
@@ -39,7 +40,7 @@ async def test_worker_killed_mid_run_loses_and_doubles_nothing(
     try:
         factory, users, rng = new_traffic(stack.catalog)
         expectation = Expectation()
-        deliveries = plan(factory, rate=25, duration=8, users=users, rng=rng)
+        deliveries = plan_traffic(factory, rate=25, duration=8, users=users, rng=rng, mix=CHAOS_MIX)
         traffic = asyncio.create_task(drive(stack.url, deliveries, expectation, retry_window_s=120))
         await asyncio.sleep(2.5)
         first = stack.worker

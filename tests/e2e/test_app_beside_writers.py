@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -29,25 +28,21 @@ import httpx
 import pytest
 from google.cloud.firestore import AsyncClient
 
+from paynow_loadtest.app_double import INSUFFICIENT_POINTS, AppDouble, AppError
+from paynow_loadtest.events import EventFactory, PlannedEvent
+from paynow_loadtest.expectation import Expectation, Expected
+from paynow_loadtest.invariants import check
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.state import FINAL_STATUSES, read_state
+from paynow_loadtest.webhook import post_async
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.adapters.pubsub_infra import InfraOverrides
 from paynow_service.config import Settings
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.ledger import recredit_entry_id, reversal_entry_id
 from paynow_service.domain.ledger_reader import read_wallet
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
-from tests.support.app_double import INSUFFICIENT_POINTS, AppDouble, AppError
-from tests.support.invariants import (
-    FINAL_STATUSES,
-    EventFactory,
-    Expectation,
-    Expected,
-    PlannedEvent,
-    check,
-    read_state,
-)
-from tests.support.processes import ServiceProcess, serve
+from paynow_service.sample_webhooks import build_event, flake_id
+from tests.support.processes import serve
 from tests.support.stack import (
     CATALOG,
     FAST,
@@ -130,12 +125,7 @@ class World:
 
     async def webhook(self, event: dict[str, Any], expected: Expected) -> None:
         self.expectation.add(expected)
-        body = json.dumps(event, separators=(",", ":")).encode()
-        ts = str(int(time.time() * 1000))
-        headers = {"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
-        response = await self.http.post(
-            f"{self.service.base}/api/paynow/webhook", content=body, headers=headers
-        )
+        response = await post_async(self.http, f"{self.service.base}/api/paynow/webhook", event, SECRET)
         assert response.status_code == 200, response.text
         self.expectation.accept(expected.event_id)
         await self.wait_final(expected.event_id)

@@ -20,19 +20,19 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from google.cloud import firestore
 from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 from google.pubsub_v1.types import PubsubMessage
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import post
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.config import Settings
 from paynow_service.domain.paynow import parse_webhook
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
-from tests.support.processes import ServiceProcess, run_cli, serve
+from paynow_service.sample_webhooks import build_event, flake_id
+from tests.support.processes import run_cli, serve
 from tests.support.stack import (
     PRODUCT,
     apply_topology,
@@ -132,11 +132,8 @@ class CutOverStack:
         self.db.document(path).set(data)
 
     def send(self, event: dict[str, Any]) -> int:
-        body = json.dumps(event).encode()
-        ts = str(int(time.time() * 1000))
-        headers = {"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
         url = f"http://127.0.0.1:{self.http.port}/api/paynow/webhook"
-        return httpx.post(url, content=body, headers=headers, timeout=15).status_code
+        return post(url, json.dumps(event).encode(), SECRET).status_code
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> None:
         GapicPublisher().publish(

@@ -17,12 +17,13 @@ import httpx
 import pytest
 from google.cloud.firestore import AsyncClient
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.state import FINAL_STATUSES
+from paynow_loadtest.webhook import post_async
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.config import Settings
-from paynow_service.domain.signature import sign
 from tests.support.disputes_table import Case, Row, rows
-from tests.support.invariants import FINAL_STATUSES
-from tests.support.processes import ServiceProcess, serve
+from tests.support.processes import serve
 from tests.support.stack import apply_topology, stack_env, write_catalog
 
 pytestmark = [pytest.mark.emulators, pytest.mark.e2e, pytest.mark.timeout(280)]
@@ -69,9 +70,7 @@ async def play(stack: Stack, db: AsyncClient, http: httpx.AsyncClient, row: Row)
             continue
         body = json.dumps(payload, separators=(",", ":")).encode()
         for _ in range(20):  # PayNow retries anything but a 2xx
-            ts = str(int(time.time() * 1000))
-            headers = {"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
-            if (await http.post(stack.url, content=body, headers=headers)).status_code == 200:
+            if (await post_async(http, stack.url, body, SECRET)).status_code == 200:
                 break
             await asyncio.sleep(0.5)
         else:

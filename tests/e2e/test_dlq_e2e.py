@@ -7,15 +7,15 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 from google.cloud import firestore
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import post
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.config import Settings
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event
-from tests.support.processes import ServiceProcess, run_cli, serve
+from paynow_service.sample_webhooks import build_event
+from tests.support.processes import run_cli, serve
 from tests.support.stack import (
     CATALOG,
     apply_topology,
@@ -32,14 +32,8 @@ SECRET = "pn-test-secret-one"
 
 
 def send(port: int, event: dict) -> int:
-    body = json.dumps(event).encode()
-    ts = str(int(time.time() * 1000))
-    return httpx.post(
-        f"http://127.0.0.1:{port}/api/paynow/webhook",
-        content=body,
-        timeout=10,
-        headers={"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts},
-    ).status_code
+    url = f"http://127.0.0.1:{port}/api/paynow/webhook"
+    return post(url, json.dumps(event).encode(), SECRET, timeout=10).status_code
 
 
 def dlq_json(env: dict[str, str]) -> list[dict]:

@@ -24,13 +24,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.lean_http import LeanClient
+from paynow_loadtest.lean_http import LeanClient
+from paynow_loadtest.processes import CLI, wait_port
+from paynow_loadtest.webhook import signed_headers
 from paynow_service.adapters.emulators import EmulatorStack, free_port
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event
 from paynow_service.entrypoints.webhook import PATH
 from paynow_service.logs import DROP_REPORT_MESSAGE, LOG_QUEUE_LINES
-from tests.support.processes import CLI, wait_port
+from paynow_service.sample_webhooks import build_event
 from tests.support.stack import PRODUCT, stack_env, unique, write_catalog
 
 pytestmark = [pytest.mark.e2e, pytest.mark.emulators, pytest.mark.timeout(150)]
@@ -124,8 +124,7 @@ def _foreign_store_request() -> tuple[bytes, dict[str, str]]:
     event = build_event("ON_ORDER_COMPLETED", uid=unique("u"), product_id=PRODUCT)
     event["body"]["store_id"] = "411486491630399999"
     body = json.dumps(event).encode()
-    stamp = str(int(time.time() * 1000))  # valid for the 300 s window: one signature serves the flood
-    return body, {"PayNow-Signature": sign(SECRET, stamp, body), "PayNow-Timestamp": stamp}
+    return body, signed_headers(SECRET, body)  # valid for the 300 s window: one signature serves the flood
 
 
 async def _flood(base: str, count: int, body: bytes, headers: dict[str, str], expect: int) -> int:

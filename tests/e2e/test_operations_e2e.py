@@ -14,11 +14,13 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import signed_headers
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.config import Settings
 from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import EVENT_TYPES, build_event, flake_id
-from tests.support.processes import ServiceProcess, serve
+from paynow_service.sample_webhooks import EVENT_TYPES, build_event, flake_id
+from tests.support.processes import serve
 from tests.support.stack import (
     PRODUCT,
     apply_topology,
@@ -43,8 +45,7 @@ def post(
     method: str = "POST",
 ) -> httpx.Response:
     body = event if isinstance(event, bytes) else json.dumps(event).encode()
-    stamp = str(ts if ts is not None else int(time.time() * 1000))
-    headers = {"PayNow-Signature": sign(secret, stamp, body), "PayNow-Timestamp": stamp}
+    headers = signed_headers(secret, body, ts_ms=ts)
     return httpx.request(
         method, f"http://127.0.0.1:{port}/api/paynow/webhook", content=body, headers=headers, timeout=15
     )
@@ -242,15 +243,8 @@ def test_logs_of_a_full_run_hold_no_secret_signature_token_or_pii(
         for kind in EVENT_TYPES:
             event = build_event(kind, uid=uid, product_id=PRODUCT)
             pii |= _pii_values(event["body"])
-            body = json.dumps(event).encode()
-            stamp = str(int(time.time() * 1000))
-            signatures.add(sign(SECRET, stamp, body))
-            httpx.post(
-                f"http://127.0.0.1:{port}/api/paynow/webhook",
-                content=body,
-                timeout=15,
-                headers={"PayNow-Signature": sign(SECRET, stamp, body), "PayNow-Timestamp": stamp},
-            )
+            answer = post(port, event)  # signed with SECRET, as the file's `post` does
+            signatures.add(answer.request.headers["PayNow-Signature"])
         forged = json.dumps(build_event("ON_ORDER_COMPLETED", uid=uid, product_id=PRODUCT)).encode()
         leaked_secret_sig = sign("pn-" + "ab" * 16, "1", forged)
         signatures.add(leaked_secret_sig)

@@ -31,10 +31,10 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from paynow_loadtest.processes import ServiceProcess
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.gen.paynow.points.v1 import points_service_pb2 as pb
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc
-from tests.support.processes import ServiceProcess
 
 pytestmark = pytest.mark.e2e
 

@@ -18,13 +18,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import SubscriberClient
 from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 from google.pubsub_v1.types import PubsubMessage
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import post
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.adapters.event_codec import decode_event, encode_event
 from paynow_service.adapters.pubsub_infra import InfraOverrides
@@ -32,9 +33,8 @@ from paynow_service.config import Settings
 from paynow_service.domain import events as ev
 from paynow_service.domain.paynow import parse_webhook
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, event_mac
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
-from tests.support.processes import ServiceProcess, run_cli, serve
+from paynow_service.sample_webhooks import build_event, flake_id
+from tests.support.processes import run_cli, serve
 from tests.support.stack import (
     CATALOG,
     PRODUCT,
@@ -110,11 +110,8 @@ class ProvenanceStack:
         self._subscriber.close()
 
     def send(self, event: dict[str, Any]) -> int:
-        body = json.dumps(event).encode()
-        ts = str(int(time.time() * 1000))
-        headers = {"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
         url = f"http://127.0.0.1:{self.http.port}/api/paynow/webhook"
-        return httpx.post(url, content=body, headers=headers, timeout=15).status_code
+        return post(url, json.dumps(event).encode(), SECRET).status_code
 
     def publish(self, data: bytes, attributes: dict[str, str]) -> None:
         """Straight to the topic, as anyone with publish rights on it can."""

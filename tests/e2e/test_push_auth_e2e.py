@@ -16,12 +16,13 @@ from typing import Any
 import httpx
 import pytest
 
+from paynow_loadtest.processes import ServiceProcess
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.config import Settings
 from paynow_service.domain.paynow import parse_webhook
-from paynow_service.entrypoints.test_webhook import build_event
-from tests.support.processes import ServiceProcess, serve
+from paynow_service.sample_webhooks import build_event
+from tests.support.processes import serve
 from tests.support.stack import (
     PRODUCT,
     apply_topology,

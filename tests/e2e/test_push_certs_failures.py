@@ -23,11 +23,11 @@ from typing import Any, Literal
 import httpx
 import pytest
 
+from paynow_loadtest.processes import CLI, ServiceProcess
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.config import Settings
 from paynow_service.entrypoints.http_app import _Readiness
 from tests.e2e.test_push_auth_e2e import ACCOUNT, AUDIENCE, PushTarget, envelope
-from tests.support.processes import CLI, ServiceProcess
 from tests.support.stack import apply_topology, stack_env, unique, write_catalog
 from tests.support.tokens import CertsServer, TokenIssuer
 

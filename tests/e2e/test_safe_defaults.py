@@ -9,8 +9,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from paynow_loadtest.processes import ServiceProcess
 from paynow_service.adapters.emulators import EmulatorStack, free_port
-from tests.support.processes import ServiceProcess, run_cli, serve
+from tests.support.processes import run_cli, serve
 from tests.support.stack import stack_env, write_catalog
 
 # 127.0.0.1 as /proc/net/tcp writes it, and as tcp6 writes ::ffff:127.0.0.1 (gRPC's socket).

@@ -4,16 +4,14 @@ and uvicorn ends the process by re-raising SIGTERM, which skips exit handlers.""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
-import httpx
-
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import post
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.config import Settings
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event
-from tests.support.processes import ServiceProcess, serve
+from paynow_service.sample_webhooks import build_event
+from tests.support.processes import serve
 from tests.support.stack import PRODUCT, apply_topology, stack_env, unique, wait_for, write_catalog
 
 SECRET = "pn-test-secret-one"
@@ -30,13 +28,7 @@ def test_serve_and_worker_write_every_line_before_they_exit(emulators: EmulatorS
     worker = ServiceProcess("worker", env, tmp_path)
     try:
         body = json.dumps(build_event("ON_ORDER_COMPLETED", uid=unique("u"), product_id=PRODUCT)).encode()
-        stamp = str(int(time.time() * 1000))
-        answer = httpx.post(
-            f"http://127.0.0.1:{server.port}/api/paynow/webhook",
-            content=body,
-            headers={"PayNow-Signature": sign(SECRET, stamp, body), "PayNow-Timestamp": stamp},
-            timeout=15,
-        )
+        answer = post(f"http://127.0.0.1:{server.port}/api/paynow/webhook", body, SECRET)
         assert answer.status_code == 200, answer.text
         # The worker's lines go through its background writer too: once this one is on disk, stop it.
         assert wait_for(lambda: "Worker processed event successfully" in messages(worker), timeout=60)

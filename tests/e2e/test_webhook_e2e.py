@@ -18,11 +18,13 @@ import httpx
 import pytest
 from google.cloud import firestore
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import post_async, signed_headers
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.config import Settings
 from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
-from tests.support.processes import ServiceProcess, run_cli, serve
+from paynow_service.sample_webhooks import build_event, flake_id
+from tests.support.processes import run_cli, serve
 from tests.support.stack import (
     PRODUCT,
     apply_topology,
@@ -58,12 +60,7 @@ class Stack:
         timeout: float = 10,
     ) -> httpx.Response:
         body = event if isinstance(event, bytes) else json.dumps(event).encode()
-        ts = str(ts_ms if ts_ms is not None else int(time.time() * 1000))
-        base = {
-            "Content-Type": "application/json",
-            "PayNow-Signature": sign(secret, ts, body),
-            "PayNow-Timestamp": ts,
-        }
+        base = signed_headers(secret, body, ts_ms=ts_ms)
         return httpx.post(
             self.url, content=body, headers=headers if headers is not None else base, timeout=timeout
         )
@@ -239,13 +236,7 @@ def test_concurrent_duplicates_publish_once(unworked_stack: Stack) -> None:
         async with httpx.AsyncClient(timeout=10) as client:
 
             async def one() -> int:
-                ts = str(int(time.time() * 1000))
-                r = await client.post(
-                    unworked_stack.url,
-                    content=body,
-                    headers={"PayNow-Signature": sign(SECRETS[0], ts, body), "PayNow-Timestamp": ts},
-                )
-                return r.status_code
+                return (await post_async(client, unworked_stack.url, body, SECRETS[0])).status_code
 
             return await asyncio.gather(*(one() for _ in range(10)))
 

@@ -16,12 +16,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import post
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.config import Settings
 from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import flake_id
+from paynow_service.sample_webhooks import flake_id
 from tests.support.paynow_schema import event_types, example_event, mutated_events, valid_events
-from tests.support.processes import ServiceProcess, serve
+from tests.support.processes import serve
 from tests.support.stack import apply_topology, doc, stack_env, write_catalog
 
 SECRET = "pn-test-secret-one"
@@ -45,19 +47,12 @@ def client() -> Iterator[httpx.Client]:
         yield c
 
 
-def signed_post(client: httpx.Client, url: str, body: bytes) -> httpx.Response:
-    ts = str(int(time.time() * 1000))
-    return client.post(
-        url, content=body, headers={"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts}
-    )
-
-
 @pytest.mark.parametrize("event_type", event_types())
 def test_every_schema_type_is_accepted(
     server: tuple[str, str], client: httpx.Client, event_type: str
 ) -> None:
     url, _ = server
-    response = signed_post(client, url, json.dumps(example_event(event_type)).encode())
+    response = post(url, json.dumps(example_event(event_type)).encode(), SECRET, client=client)
     assert response.status_code == 200, (event_type, response.text)
 
 
@@ -71,7 +66,7 @@ def test_generated_valid_events_never_5xx(
     server: tuple[str, str], client: httpx.Client, payload: dict
 ) -> None:
     url, _ = server
-    response = signed_post(client, url, json.dumps(payload).encode())
+    response = post(url, json.dumps(payload).encode(), SECRET, client=client)
     assert response.status_code == 200, response.text
 
 
@@ -83,7 +78,7 @@ def test_generated_valid_events_never_5xx(
 @given(payload=mutated_events())
 def test_mutated_events_never_5xx(server: tuple[str, str], client: httpx.Client, payload: dict) -> None:
     url, _ = server
-    response = signed_post(client, url, json.dumps(payload).encode())
+    response = post(url, json.dumps(payload).encode(), SECRET, client=client)
     assert response.status_code in (200, 400, 413), response.text
     if response.status_code != 200:
         assert set(response.json()) == {"error", "detail"}
@@ -113,7 +108,7 @@ def test_mutated_events_never_5xx(server: tuple[str, str], client: httpx.Client,
 )
 def test_garbage_bytes_never_5xx(server: tuple[str, str], client: httpx.Client, body: bytes) -> None:
     url, _ = server
-    response = signed_post(client, url, body)
+    response = post(url, body, SECRET, client=client)
     assert response.status_code in (400, 413), response.text
 
 

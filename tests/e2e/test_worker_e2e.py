@@ -16,14 +16,15 @@ import pytest
 from google.pubsub_v1.services.publisher import PublisherClient as GapicPublisher
 from google.pubsub_v1.types import PubsubMessage
 
+from paynow_loadtest.processes import ServiceProcess
+from paynow_loadtest.webhook import post
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.adapters.pubsub_infra import InfraOverrides
 from paynow_service.config import Settings
 from paynow_service.domain.paynow import parse_webhook
-from paynow_service.domain.signature import sign
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
-from tests.support.processes import ServiceProcess, serve
+from paynow_service.sample_webhooks import build_event, flake_id
+from tests.support.processes import serve
 from tests.support.stack import (
     PLAN,
     PRODUCT,
@@ -53,14 +54,8 @@ class WorkerStack:
         self.project = self.settings.google_cloud_project
 
     def send(self, event: dict[str, Any]) -> httpx.Response:
-        body = json.dumps(event).encode()
-        ts = str(int(time.time() * 1000))
-        return httpx.post(
-            f"http://127.0.0.1:{self.http.port}/api/paynow/webhook",
-            content=body,
-            timeout=15,
-            headers={"PayNow-Signature": sign(SECRET, ts, body), "PayNow-Timestamp": ts},
-        )
+        url = f"http://127.0.0.1:{self.http.port}/api/paynow/webhook"
+        return post(url, json.dumps(event).encode(), SECRET)
 
     def publish_raw(self, event: dict[str, Any]) -> None:
         """Publish straight to the topic, signed as the webhook signs, as a redelivery would."""

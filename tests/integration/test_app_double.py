@@ -10,11 +10,11 @@ from typing import Any
 import pytest
 from google.cloud.firestore import AsyncClient
 
+from paynow_loadtest.app_double import AppDouble, AppError
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
 from paynow_service.domain.ledger import EntryRequest
 from tests.conftest import PROJECT
-from tests.support.app_double import AppDouble, AppError
 from tests.support.stack import unique
 
 DAY = timedelta(days=1)

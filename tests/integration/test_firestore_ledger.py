@@ -13,6 +13,7 @@ from google.cloud.firestore import AsyncClient, AsyncTransaction
 
 from paynow_service.adapters.emulators import EmulatorStack
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
+from paynow_service.adapters.firestore_transactions import FirestoreTransactions
 from paynow_service.domain.errors import (
     ContentionError,
     EntryNotFoundError,
@@ -260,7 +261,7 @@ async def test_worker_style_transaction_with_its_own_reads_and_writes(
         tx.set(db.document("webhookEvents", event), {"status": "processed", "seenBefore": seen[0].exists})
         return result
 
-    result = await ledger.run_transaction({uid}, process)
+    result = await FirestoreTransactions(db).run({uid}, process)
     assert result.balances[uid].paid == 7
     assert await doc(db, "webhookEvents", event) == {"status": "processed", "seenBefore": False}
 
@@ -294,7 +295,7 @@ async def test_invalid_ids_never_reach_firestore(ledger: FirestoreLedger) -> Non
 
 
 async def test_contention_is_retried_then_reported(db: AsyncClient) -> None:
-    ledger = FirestoreLedger(db, max_attempts=3)
+    transactions = FirestoreTransactions(db, max_attempts=3)
     calls = 0
 
     async def always_aborted(tx: AsyncTransaction) -> None:
@@ -303,7 +304,7 @@ async def test_contention_is_retried_then_reported(db: AsyncClient) -> None:
         raise gexc.Aborted("Transaction lock timeout")
 
     with pytest.raises(ContentionError):
-        await ledger.run_transaction({unique("u")}, always_aborted)
+        await transactions.run({unique("u")}, always_aborted)
     assert calls == 3
 
 
@@ -323,7 +324,8 @@ async def test_unavailable_firestore_is_a_storage_error(emulators: EmulatorStack
 
 async def test_outage_inside_a_transaction_is_bounded(emulators: EmulatorStack, db: AsyncClient) -> None:
     # The rollback after the timeout cannot reach Firestore either: it must not hold the caller.
-    ledger = FirestoreLedger(db, timeout_s=1.0)
+    transactions = FirestoreTransactions(db, timeout_s=1.0)
+    ledger = FirestoreLedger(db, transactions=transactions, timeout_s=1.0)
     requests = [credit("k", unique("u"))]
 
     async def pause_before_commit(tx: AsyncTransaction) -> LedgerResult:
@@ -334,7 +336,7 @@ async def test_outage_inside_a_transaction_is_bounded(emulators: EmulatorStack, 
     started = time.monotonic()
     try:
         with pytest.raises(StorageUnavailableError):
-            await ledger.run_transaction({requests[0].uid}, pause_before_commit)
+            await transactions.run({requests[0].uid}, pause_before_commit)
     finally:
         emulators.firestore.resume()
     assert time.monotonic() - started < 3

@@ -27,15 +27,16 @@ from typing import Any
 import pytest
 from google.cloud import firestore
 
+from paynow_loadtest.processes import CLI
+from paynow_loadtest.wallet_audit import audit_wallet
 from paynow_service import bootstrap
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.config import Settings
 from paynow_service.domain.paynow import parse_webhook
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
+from paynow_service.sample_webhooks import build_event, flake_id
 from paynow_service.service.processing import Outcome
-from tests.support.processes import CLI, run_cli
+from tests.support.processes import run_cli
 from tests.support.stack import PRODUCT, apply_topology, doc, ledger, stack_env, unique, write_catalog
-from tests.support.wallet_audit import audit_wallet
 
 pytestmark = pytest.mark.emulators
 

@@ -13,12 +13,13 @@ import pytest
 
 from paynow_service import bootstrap, hookimpl
 from paynow_service.adapters.emulators import EmulatorStack
+from paynow_service.adapters.firestore_transactions import FirestoreTransactions
 from paynow_service.config import Settings
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.events import OrderLine, PaymentEvent
 from paynow_service.domain.paynow import parse_webhook
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
 from paynow_service.hookspecs import Credit
+from paynow_service.sample_webhooks import build_event, flake_id
 from tests.support.stack import (
     PLAN,
     PRODUCT,
@@ -301,7 +302,7 @@ async def test_third_party_plugin_changes_one_products_points(
 
 
 async def test_refunds_of_one_users_orders_take_that_users_wallet_lock(
-    container: bootstrap.Container,
+    container: bootstrap.Container, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A refund names only its order (its ordering key is `event:<id>`), yet it changes the user's
     wallet: its transaction must queue behind that user's others in this process, not race them."""
@@ -314,11 +315,10 @@ async def test_refunds_of_one_users_orders_take_that_users_wallet_lock(
         for o in order_ids
     ]
     assert all(r.uid == "" and r.resolved_ordering_key() == f"event:{r.event_id}" for r in refunds)
-    ledger_ = container.ledger
     running = peak = 0
-    real_run = ledger_.run_transaction
+    real_run = FirestoreTransactions.run
 
-    async def watched(keys: Any, fn: Any) -> Any:
+    async def watched(self: FirestoreTransactions, keys: Any, fn: Any) -> Any:
         async def work(tx: Any) -> Any:
             nonlocal running, peak
             running += 1
@@ -328,13 +328,10 @@ async def test_refunds_of_one_users_orders_take_that_users_wallet_lock(
             finally:
                 running -= 1
 
-        return await real_run(keys, work)
+        return await real_run(self, keys, work)
 
-    ledger_.run_transaction = watched  # type: ignore[method-assign]
-    try:
-        outcomes = await asyncio.gather(*(container.core.process(r, component="test") for r in refunds))
-    finally:
-        ledger_.run_transaction = real_run  # type: ignore[method-assign]
+    monkeypatch.setattr(FirestoreTransactions, "run", watched)
+    outcomes = await asyncio.gather(*(container.core.process(r, component="test") for r in refunds))
     assert [o.status for o in outcomes] == ["processed"] * len(refunds)
     assert peak == 1  # one transaction at a time on the user's wallet
     wallet = doc(project(container), f"users/{uid}/wallet/points")

@@ -21,8 +21,8 @@ from paynow_service.domain.ledger import (
     reversal_entry_id,
     subscription_entry_id,
 )
-from paynow_service.entrypoints.test_webhook import build_event, flake_id
 from paynow_service.hookspecs import CreditedEntry
+from paynow_service.sample_webhooks import build_event, flake_id
 from tests.support.stack import PLAN, PRODUCT, unique
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "refunds-and-disputes.md"

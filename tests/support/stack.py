@@ -12,6 +12,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.pubsub_v1 import SubscriberClient
 
+from paynow_loadtest.stack import FAST
 from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology
 from paynow_service.config import Settings
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, event_mac
@@ -30,7 +31,6 @@ kind = "promo"
 [subscriptions."{PLAN}"]
 points_per_cycle = 1000
 """
-FAST = InfraOverrides(ack_deadline_s=10, min_backoff_s=1, max_backoff_s=2)
 # EVENT_SIGNING_KEYS of every test stack (a fixed test key: the first signs, every one verifies).
 SIGNING_KEY = "test-event-signing-key-0123456789abcdef"
 

@@ -34,8 +34,16 @@ def test_defaults_match_spec() -> None:
 
 def test_every_variable_has_a_settings_field() -> None:
     fields = set(Settings.__dataclass_fields__)
-    assert {v.attr for v in VARIABLES} <= fields
+    assert {v.attr for v in VARIABLES} == fields
     assert len({v.name for v in VARIABLES}) == len(VARIABLES)
+
+
+def test_settings_defaults_are_the_tables() -> None:
+    # Each default is written once, in VARIABLES: the dataclass takes it from there.
+    defaults = Settings()
+    for var in VARIABLES:
+        assert getattr(defaults, var.attr) == var.parse(var.name, var.default), var.name
+    assert Settings.from_env({}) == defaults
 
 
 @pytest.mark.parametrize(

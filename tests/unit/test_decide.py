@@ -20,16 +20,18 @@ import pluggy
 import pytest
 
 from paynow_service import hookimpl
-from paynow_service.adapters.firestore_processing import _order_record
+from paynow_service.adapters.processing_documents import order_record as _order_record
 from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog, CatalogError, PlanRule, ProductRule
+from paynow_service.domain.decisions import Decision, EventState
 from paynow_service.domain.errors import InvalidEventError, UnknownProductError, UserNotFoundError
 from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry, Wallet
 from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, plan, read_set
+from paynow_service.domain.orders import Dispute, OrderRecord
+from paynow_service.domain.statuses import FINAL_STATUSES
 from paynow_service.hookspecs import Credit, CreditedEntry, PlannedCredit
 from paynow_service.plugins import get_plugin_manager
-from paynow_service.service.decide import FINAL_STATUSES, Decision, EventState, OrderRecord, decide
-from paynow_service.service.order_disputes import Dispute
+from paynow_service.service.decide import decide
 
 PACK, BIG_PACK, FREE_PACK, PLAN = "p-pack", "p-big", "p-free", "plan-gold"
 SHORT_PACK, PAID_DAYS_PACK, SHORT_PLAN, PAID_PLAN = "p-short", "p-paid-days", "plan-short", "plan-paid"

@@ -19,11 +19,13 @@ import pytest
 from paynow_service import hookimpl
 from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.decisions import Decision, EventState
 from paynow_service.domain.errors import InvalidEventError, UnknownProductError
 from paynow_service.domain.ledger import Kind
+from paynow_service.domain.orders import OrderRecord
 from paynow_service.hookspecs import PROJECT, Credit, CreditedEntry, PayNowHookSpecs, PlannedCredit
 from paynow_service.plugins import get_plugin_manager
-from paynow_service.service.decide import Decision, EventState, OrderRecord, decide
+from paynow_service.service.decide import decide
 
 GUIDE = Path(__file__).resolve().parents[2] / "docs" / "plugins.md"
 

@@ -123,7 +123,7 @@ def service(
 async def test_queue_mode_records_publishes_and_marks() -> None:
     ingest, records, publisher, core = service()
     result = await ingest.ingest(order_event(), "h")
-    assert (result.status_code, result.outcome, result.path) == (200, "queued", "queue")
+    assert (result.outcome, result.path, result.durable) == ("queued", "queue", True)
     assert publisher.published == ["1"]
     assert records.published_marks == ["1"]
     assert core.processed == []
@@ -134,7 +134,7 @@ async def test_duplicates_answer_200_without_publishing() -> None:
     await ingest.ingest(order_event(), "h")
     records.records["1"].status = "processed"
     again = await ingest.ingest(order_event(), "h")
-    assert (again.status_code, again.outcome) == (200, "duplicate")
+    assert (again.outcome, again.durable) == ("duplicate", True)
     assert publisher.published == ["1"]
 
 
@@ -150,7 +150,7 @@ async def test_same_id_other_body_is_a_conflict() -> None:
     ingest, _, publisher, core = service()
     await ingest.ingest(order_event(), "h1")
     result = await ingest.ingest(order_event(), "h2")
-    assert (result.status_code, result.outcome) == (200, "conflict")
+    assert (result.outcome, result.durable) == ("conflict", True)
     assert publisher.published == ["1"]
     assert core.processed == []
 
@@ -175,28 +175,28 @@ async def test_publish_failure_falls_back_inline() -> None:
     ingest, records, publisher, core = service()
     publisher.fail = True
     result = await ingest.ingest(order_event(), "h")
-    assert (result.status_code, result.outcome, result.path) == (200, "processed", "fallback")
+    assert (result.outcome, result.path, result.durable) == ("processed", "fallback", True)
     assert core.processed == ["1"]
     assert records.published_marks == []
 
 
-async def test_publish_and_inline_failing_answers_503() -> None:
+async def test_publish_and_inline_failing_is_not_durable() -> None:
     ingest, records, publisher, core = service()
     publisher.fail, core.next_status = True, "transient"
     result = await ingest.ingest(order_event(), "h")
-    assert (result.status_code, result.path) == (503, "fallback")
+    assert (result.outcome, result.path, result.durable) == ("transient", "fallback", False)
     assert records.records["1"].status == "queued"  # nothing marked done: a redelivery finishes it
     # The lease was given back: PayNow's retry publishes at once instead of hearing "duplicate".
     publisher.fail, core.next_status = False, "processed"
     retry = await ingest.ingest(order_event(), "h")
-    assert (retry.status_code, retry.outcome) == (200, "queued")
+    assert (retry.outcome, retry.durable) == ("queued", True)
     assert publisher.published == ["1"]
 
 
 async def test_sync_mode_processes_inline_and_reprocesses_a_queued_redelivery() -> None:
     ingest, _, publisher, core = service(mode="sync")
     core.next_status = "transient"
-    assert (await ingest.ingest(order_event(), "h")).status_code == 503
+    assert (await ingest.ingest(order_event(), "h")).outcome == "transient"
     core.next_status = "processed"
     assert (await ingest.ingest(order_event(), "h")).outcome == "processed"
     assert core.processed == ["1", "1"]
@@ -206,7 +206,7 @@ async def test_sync_mode_processes_inline_and_reprocesses_a_queued_redelivery() 
 async def test_ignored_types_are_recorded_not_published() -> None:
     ingest, records, publisher, core = service()
     result = await ingest.ingest(PaymentEvent(event_id="9", event_type="ON_TRIAL_ACTIVATED"), "h")
-    assert (result.status_code, result.outcome) == (200, "ignored")
+    assert (result.outcome, result.durable) == ("ignored", True)
     assert records.records["9"].status == "ignored"
     assert publisher.published == []
     assert core.processed == []
@@ -216,7 +216,7 @@ async def test_storage_down_answers_503() -> None:
     ingest, records, publisher, _ = service()
     records.down = True
     result = await ingest.ingest(order_event(), "h")
-    assert (result.status_code, result.outcome) == (503, "unavailable")
+    assert (result.outcome, result.durable) == ("unavailable", False)
     assert publisher.published == []
 
 
@@ -225,7 +225,7 @@ async def test_invalid_event_is_recorded_and_dead_lettered() -> None:
     result = await ingest.ingest_invalid(
         PaymentEvent(event_id="5", event_type="ON_ORDER_COMPLETED"), "h", InvalidEventError("no lines")
     )
-    assert (result.status_code, result.outcome) == (200, "failed_terminal")
+    assert (result.outcome, result.durable) == ("failed_terminal", True)
     assert core.failed == [("5", "invalid_event")]
     assert "5" in records.records
 
@@ -257,7 +257,7 @@ async def test_an_event_the_app_handled_is_a_duplicate_whatever_its_hash(status:
     ingest, records, publisher, core = service()
     records.records["1"] = Record(status, "the-apps-own-hash", app_shaped=True)
     result = await ingest.ingest(order_event(), "h")
-    assert (result.status_code, result.outcome) == (200, "duplicate")
+    assert (result.outcome, result.durable) == ("duplicate", True)
     assert (publisher.published, core.processed, records.records["1"].flag) == ([], [], "")
 
 
@@ -266,7 +266,7 @@ async def test_an_event_the_app_only_queued_is_taken_over_and_processed(mode: st
     ingest, records, publisher, core = service(mode=mode)
     records.records["1"] = Record("queued", "the-apps-own-hash", app_shaped=True)
     result = await ingest.ingest(order_event(), "h")
-    assert result.status_code == 200
+    assert result.durable
     assert result.outcome == ("queued" if mode == "queue" else "processed")
     assert records.records["1"].app_shaped is False  # our record replaced the app's
     assert records.records["1"].payload_hash == "h"
@@ -281,7 +281,7 @@ async def test_an_event_the_app_left_unfinished_is_a_flagged_duplicate(status: s
     ingest, records, publisher, core = service()
     records.records["1"] = Record(status, "the-apps-own-hash", app_shaped=True)
     result = await ingest.ingest(order_event(), "h")
-    assert (result.status_code, result.outcome) == (200, "duplicate")
+    assert (result.outcome, result.durable) == ("duplicate", True)
     assert (publisher.published, core.processed) == ([], [])
     assert records.records["1"].flag == "app_unfinished"
     assert records.records["1"].status == status  # the app's status stays for reconciliation
@@ -291,4 +291,4 @@ async def test_an_invalid_event_the_app_handled_is_not_dead_lettered() -> None:
     ingest, records, _, core = service()
     records.records["1"] = Record("processed", "the-apps-own-hash", app_shaped=True)
     result = await ingest.ingest_invalid(order_event(), "h", InvalidEventError("no lines"))
-    assert (result.status_code, result.outcome, core.failed) == (200, "duplicate", [])
+    assert (result.outcome, core.failed) == ("duplicate", [])

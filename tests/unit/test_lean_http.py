@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bench.lean_http import HttpError, LeanClient
+from paynow_loadtest.lean_http import HttpError, LeanClient
 
 
 class _Server:

@@ -121,7 +121,7 @@ def test_background_logging_keeps_the_stack_trace(
     configure_logging("INFO")
     (entry,) = [json.loads(line) for line in stdout.lines]
     assert entry["severity"] == "ERROR"
-    assert entry["error_class"] == "ValueError"
+    assert entry["error_type"] == "ValueError"
     assert "boom" in entry["stack_trace"]
 
 

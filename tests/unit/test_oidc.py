@@ -281,7 +281,7 @@ async def test_a_failing_certs_url_keeps_the_last_good_keys_and_backs_off(
         assert token.removeprefix("Bearer ") not in caplog.text
         assert verifier.ready()
         certs.failure = None
-        await eventually(lambda: verifier._failures == 0)
+        await eventually(lambda: verifier.certs.failed_fetches == 0)
 
 
 async def test_a_cold_failing_certs_url_backs_off_instead_of_fetching_per_request(

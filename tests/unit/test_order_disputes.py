@@ -26,15 +26,13 @@ from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.ledger import EntryRequest, LedgerEntry, Wallet
 from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, plan, read_set
+from paynow_service.domain.orders import Dispute, OrderRecord, order_fields
 from paynow_service.hookspecs import CreditedEntry
 from paynow_service.plugins import get_plugin_manager
 from paynow_service.service.order_disputes import (
-    Dispute,
-    OrderRecord,
     Step,
     apply_in_order,
     chargeback_step,
-    order_fields,
     refund_step,
 )
 

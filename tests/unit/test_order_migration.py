@@ -12,30 +12,30 @@ from typing import Any
 import pytest
 
 from paynow_service.adapters.app_ledger_scan import user_entry_path
-from paynow_service.adapters.firestore_processing import _order_record
+from paynow_service.adapters.processing_documents import order_record as _order_record
 from paynow_service.domain import events as ev
+from paynow_service.domain.app_orders import (
+    AppCredit,
+    AppReversal,
+    OrderCandidate,
+    read_order_entry,
+    user_orders,
+)
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.ledger import Points, Wallet
 from paynow_service.domain.ledger_reader import read_entry
 from paynow_service.domain.ledger_rules import LedgerState, plan, read_set
+from paynow_service.domain.migrated_orders import Verdict, classify, order_document
 from paynow_service.entrypoints.migrate_cli import Progress
 from paynow_service.plugins import get_plugin_manager
 from paynow_service.service.migrate_orders import Migration
 from paynow_service.service.order_disputes import refund_step
 from paynow_service.service.order_migration import (
-    AppCredit,
-    AppReversal,
-    OrderCandidate,
     SeenOrders,
     Tally,
     UserEntries,
-    Verdict,
-    classify,
-    order_document,
     parse_since,
     passes_since,
-    read_order_entry,
-    user_orders,
 )
 from tests.support.ledger_shapes import reference_entries
 

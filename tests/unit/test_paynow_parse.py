@@ -22,7 +22,7 @@ from paynow_service.domain.paynow import (
     parse_webhook,
     payload_hash,
 )
-from paynow_service.entrypoints.test_webhook import EVENT_TYPES, build_event
+from paynow_service.sample_webhooks import EVENT_TYPES, build_event
 from tests.support.paynow_schema import (
     event_types,
     example_event,

@@ -10,9 +10,9 @@ import pytest
 
 from paynow_service.domain import errors
 from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.decisions import Decision, EventState
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.plugins import get_plugin_manager
-from paynow_service.service.decide import Decision, EventState
 from paynow_service.service.processing import ProcessingCore
 
 
@@ -23,10 +23,10 @@ class FakeProcessor:
 
     async def process(
         self, event: PaymentEvent, decide: Callable[[EventState], Decision], *, component: str
-    ) -> tuple[Decision, None]:
+    ) -> Decision:
         if self.raises is not None:
             raise self.raises
-        return Decision(result=self.result, uid="u1", points=100), None
+        return Decision(result=self.result, uid="u1", points=100)
 
 
 @dataclass

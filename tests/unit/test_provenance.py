@@ -27,15 +27,15 @@ from paynow_service.config import ConfigError, Settings
 from paynow_service.domain import events as ev
 from paynow_service.domain import provenance
 from paynow_service.domain.catalog import Catalog
+from paynow_service.domain.decisions import Decision, EventState
 from paynow_service.domain.errors import InvalidEventError
 from paynow_service.domain.paynow import parse_webhook, validate_event
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner, event_mac, verify_event_mac
 from paynow_service.entrypoints import cli, dev
 from paynow_service.entrypoints.message_handler import MessageHandler
-from paynow_service.entrypoints.test_webhook import build_event
 from paynow_service.plugins import get_plugin_manager
+from paynow_service.sample_webhooks import build_event
 from paynow_service.service.dead_letter_replay import replay
-from paynow_service.service.decide import Decision, EventState
 from paynow_service.service.processing import ProcessingCore
 
 NEW = "new-signing-key-0123456789abcdef-0123"
@@ -258,9 +258,9 @@ class FakeProcessor:
 
     async def process(
         self, event: ev.PaymentEvent, decide: Callable[[EventState], Decision], *, component: str
-    ) -> tuple[Decision, None]:
+    ) -> Decision:
         self.seen.append(event)
-        return Decision(result="credited", uid=event.uid, points=500), None
+        return Decision(result="credited", uid=event.uid, points=500)
 
 
 @dataclass

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 
 from paynow_service.config import Settings
 from paynow_service.domain.signature import SignatureError, sign, verify_signature
-from paynow_service.entrypoints.test_webhook import build_event, run_cli, send
+from paynow_service.entrypoints.send_test_webhook import run_cli, send
+from paynow_service.sample_webhooks import build_event
 
 NOW = 1_717_000_000_000
 TOLERANCE = 300

@@ -1,14 +1,9 @@
-"""The app's spends in the load tool's traffic (`bench/load.py`): users spending their points
-while their credits, duplicates, refunds and renewals are still arriving.
+"""The app's spends in the load tool's traffic (planned with it: `traffic.plan_spends`): users
+spending their points while their credits, duplicates, refunds and renewals are still arriving.
 
-- `plan_spends` plans them with the deliveries, on the same open-loop schedule: a share of
-  the deliveries (`--spend-share`), each spend at the midpoint after a delivery, on a user
-  whose order or subscription (the spend's `needs`) was sent at least `delay_s` before,
-  preferring recent ones; a random cost, mostly small, sometimes more than a wallet holds;
-  a unique action id. Deterministic for a seed.
 - `SpendTurn` runs one turn's spends from the tool's process with the app's own code
-  (`tests/support/app_double.py`, attempts=10, 1 s backoff) on an AsyncClient of its own;
-  a spend whose origin was never accepted is skipped, as the app's user had nothing.
+  (`app_double`, attempts=10, 1 s backoff) on an AsyncClient of its own; a spend whose origin
+  was never accepted is skipped, as the app's user had nothing.
 - `SpendBook` records each outcome in the run's `Expectation`: spent, or refused
   (INSUFFICIENT_POINTS); any other outcome (contention exhausted, timeout, an unexpected
   error) is unknown until `resolve` re-reads `users/{uid}/ledger/{action_id}` after the
@@ -18,88 +13,24 @@ while their credits, duplicates, refunds and renewals are still arriving.
 from __future__ import annotations
 
 import asyncio
-import bisect
 import contextlib
-import math
-import random
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from typing import Any
 
 from google.cloud import firestore
 
-from bench.benchlib import percentile
-from tests.support.app_double import INCONSISTENT_PROMO_BALANCE, INSUFFICIENT_POINTS, AppDouble, AppError
-from tests.support.invariants import Expectation, PlannedEvent
+from paynow_loadtest.app_double import INCONSISTENT_PROMO_BALANCE, INSUFFICIENT_POINTS, AppDouble, AppError
+from paynow_loadtest.expectation import Expectation
+from paynow_loadtest.results import SPEND_OUTCOMES, SpendSample, SpendStats
+from paynow_loadtest.traffic import Spend
 
-CREDITING = ("order", "burst", "subscription", "renewal")  # delivery labels that credit a wallet
-SMALL_COSTS = (10, 25, 50, 100, 150, 250, 400)
-LARGE_COSTS = (1500, 3000, 6000)  # more than most wallets hold early on: refused, mostly
-LARGE_SHARE = 0.1
 APP_ATTEMPTS = 10  # the app's 5 are not enough on the emulator under contention (app_double's author)
 APP_BACKOFF_S = 1.0  # firebase-admin's initial backoff
 SPEND_TIMEOUT_S = 30.0
 SPEND_ACTION = "load.unlock"
-OUTCOMES = ("spent", "refused", "unknown", "inconsistent")
-
-
-class PlannedDelivery(Protocol):
-    """What `plan_spends` reads of load.py's `Delivery`."""
-
-    due: float
-    planned: PlannedEvent
-    duplicate: bool
-    label: str
-
-
-@dataclass(frozen=True)
-class Spend:
-    due: float  # seconds after the phase starts, as a delivery's
-    uid: str
-    cost: int
-    action_id: str
-    needs: str  # the order or subscription event that credited the user: it must have been accepted
-    label: str = "spend"
-
-
-def plan_spends(
-    deliveries: Sequence[PlannedDelivery], *, share: float, rng: random.Random, delay_s: float = 1.0,
-    recent_s: float = 10.0,
-) -> list[Spend]:  # fmt: skip
-    """`floor(share * len(deliveries))` spends (fewer only when no user had credit early enough), one at
-    most after each delivery, at the midpoint to the next one (spread between the deliveries, not on
-    them); by due time."""
-    if share <= 0 or not deliveries:
-        return []
-    origins = [
-        d for d in deliveries
-        if not d.duplicate and d.label in CREDITING and d.planned.expected.uid
-        and sum(d.planned.expected.entries.values()) > 0
-    ]  # fmt: skip
-    origin_dues = [d.due for d in origins]
-    spends: list[Spend] = []
-    for i, delivery in enumerate(deliveries):
-        if len(spends) >= math.floor((i + 1) * share + 1e-9):
-            continue
-        if i + 1 < len(deliveries):
-            at = (delivery.due + deliveries[i + 1].due) / 2
-        else:  # the last one: half the last gap after it
-            at = delivery.due + (delivery.due - deliveries[i - 1].due) / 2 if i else delivery.due
-        ready = bisect.bisect_right(origin_dues, at - delay_s)
-        if not ready:
-            continue  # nobody has bought anything yet: the spend waits for the next delivery
-        recent = bisect.bisect_left(origin_dues, at - recent_s, 0, ready)
-        origin = origins[rng.randrange(recent if recent < ready else 0, ready)]
-        costs = LARGE_COSTS if rng.random() < LARGE_SHARE else SMALL_COSTS
-        spends.append(
-            Spend(
-                at, origin.planned.expected.uid, rng.choice(costs), f"load-spend-{rng.getrandbits(64):016x}",
-                origin.planned.event_id,
-            )
-        )  # fmt: skip
-    return spends
+Spender = Callable[[Spend, float], Coroutine[Any, Any, None]]
 
 
 def spend_outcome(error: BaseException | None) -> str:
@@ -111,47 +42,6 @@ def spend_outcome(error: BaseException | None) -> str:
     if isinstance(error, AppError) and error.code == INCONSISTENT_PROMO_BALANCE:
         return "inconsistent"
     return "unknown"
-
-
-@dataclass
-class SpendSample:
-    t: float  # when the spend started, seconds after the phase started
-    ms: float
-    outcome: str
-    detail: str = ""  # the error's class when not spent
-
-
-@dataclass
-class SpendStats:
-    """One phase's spends: outcomes and latency as the tool saw them (unknowns not yet re-read)."""
-
-    samples: list[SpendSample] = field(default_factory=list)
-    skipped: int = 0  # the origin was never accepted
-    retries: int = 0  # contention retries (AppDouble's on_retry)
-
-    def absorb(self, part: SpendStats, offset_s: float) -> None:
-        for sample in part.samples:
-            sample.t += offset_s
-        self.samples += part.samples
-        self.skipped += part.skipped
-        self.retries += part.retries
-
-    def summary(self) -> dict[str, Any]:
-        ms = [s.ms for s in self.samples]
-        outcomes = Counter(s.outcome for s in self.samples)
-        return {
-            "attempted": len(self.samples),
-            **{name: outcomes[name] for name in OUTCOMES},
-            "skipped": self.skipped,
-            "retries": self.retries,
-            "p50_ms": round(percentile(ms, 50), 2),
-            "p95_ms": round(percentile(ms, 95), 2),
-            "p99_ms": round(percentile(ms, 99), 2),
-            "max_ms": round(max(ms), 2) if ms else float("nan"),
-            "errors": dict(
-                Counter(s.detail for s in self.samples if s.outcome in ("unknown", "inconsistent"))
-            ),
-        }
 
 
 class SpendBook:
@@ -202,13 +92,13 @@ class SpendBook:
             refs = [client.document("users", s.uid, "ledger", s.action_id) for s in self.unresolved]
             written = [snap.id for snap in client.get_all(refs, timeout=30) if snap.exists]
         finally:
-            client.close()
+            client.close()  # type: ignore[no-untyped-call]
         self.resolve_with(written)
 
     def summary(self) -> dict[str, Any]:
         return {
             "attempted": sum(self.outcomes.values()),
-            **{name: self.outcomes[name] for name in OUTCOMES},
+            **{name: self.outcomes[name] for name in SPEND_OUTCOMES},
             "unknown_reread_written": self.reread_written,
             "unknown_reread_unwritten": self.reread_unwritten,
             "skipped": self.skipped,
@@ -264,3 +154,15 @@ class SpendTurn:
         detail = "" if error is None else (getattr(error, "code", "") or type(error).__name__)
         self.stats.samples.append(SpendSample(began - start, ms, outcome, detail))
         self.book.record(spend, outcome)
+
+
+@contextlib.asynccontextmanager
+async def spend_turn(
+    book: SpendBook | None, spends: Sequence[Spend], stats: SpendStats, accepted: Callable[[str], bool]
+) -> AsyncIterator[Spender | None]:
+    """The turn's spender (`SpendTurn.one`), or None when the turn has no spends."""
+    if book is None or not spends:
+        yield None
+        return
+    async with SpendTurn(book, stats, accepted) as turn:
+        yield turn.one

@@ -1,0 +1,18 @@
+"""Firestore's collection and document names, shared with the app: one spelling for every adapter.
+
+Layout: webhookEvents/{event_id}, paynowOrders/{order_id}, paynowCustomers/{customer_id},
+ledgerKeys/{entry_id}, users/{uid} with users/{uid}/wallet/points, users/{uid}/ledger/{entry_id}
+and users/{uid}/subscriptions/{subscription_id}.
+"""
+
+from __future__ import annotations
+
+EVENTS = "webhookEvents"
+ORDERS = "paynowOrders"
+CUSTOMERS = "paynowCustomers"
+LEDGER_KEYS = "ledgerKeys"
+USERS = "users"
+WALLET = "wallet"  # users/{uid}/wallet
+WALLET_DOC = "points"  # users/{uid}/wallet/points: the one wallet document
+LEDGER = "ledger"  # users/{uid}/ledger
+SUBSCRIPTIONS = "subscriptions"  # users/{uid}/subscriptions
