@@ -25,6 +25,7 @@ from paynow_service.domain.errors import StorageUnavailableError, TerminalError
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.logs import log
 from paynow_service.service.processing import Outcome, ProcessingCore
+from paynow_service.service.republish import EventPublisherPort, publish_once, publish_under_lease
 
 logger = logging.getLogger("paynow_service.webhook")
 COMPONENT = "paynow_webhook"
@@ -51,10 +52,6 @@ class EventRecordsPort(Protocol):
     async def release_lease(self, event_id: str) -> None: ...
     async def flush_published(self) -> None: ...
     async def mark(self, event_id: str, **fields: object) -> None: ...
-
-
-class EventPublisherPort(Protocol):
-    async def publish_event(self, event: PaymentEvent) -> str: ...
 
 
 IngestOutcome = Literal[
@@ -201,15 +198,11 @@ class IngestService:
         if existing.published_at is not None:
             return IngestResult("duplicate", "none")
         # Recorded but never published (a crash or an outage between the two): re-drive it,
-        # once, whoever holds the lease.
+        # once, whoever holds the lease (service/republish.py, shared with sweep).
         try:
-            leased = await self._records.claim_lease(event.event_id, self._lease_s)
+            return await self._publish_or_fallback(event, under_lease=True)
         except StorageUnavailableError as err:
             return IngestResult("unavailable", "none", err.detail)
-        if not leased:
-            return IngestResult("duplicate", "none")
-        metrics.REDRIVEN.inc()
-        return await self._publish_or_fallback(event)
 
     async def _ignore(self, event: PaymentEvent) -> IngestResult:
         try:
@@ -223,12 +216,18 @@ class IngestService:
             return await self._publish_or_fallback(event)
         return await self._inline(event, "sync")
 
-    async def _publish_or_fallback(self, event: PaymentEvent) -> IngestResult:
+    async def _publish_or_fallback(self, event: PaymentEvent, *, under_lease: bool = False) -> IngestResult:
+        """Publish (taking the record's publish lease first for a re-drive); process inline if that fails."""
         assert self._publisher is not None
         started = time.perf_counter()
-        try:
-            await self._publisher.publish_event(event)
-        except Exception as err:  # noqa: BLE001 (any publish failure takes the fallback path)
+        if under_lease:
+            attempt = await publish_under_lease(self._records, self._publisher, event, self._lease_s)
+            if attempt.status == "leased_elsewhere":
+                return IngestResult("duplicate", "none")
+            metrics.REDRIVEN.inc()
+        else:
+            attempt = await publish_once(self._publisher, event)
+        if attempt.status == "failed":
             metrics.PUBLISH_FAILURES.inc()
             metrics.FALLBACKS.inc()
             log(
@@ -239,7 +238,7 @@ class IngestService:
                 event_id=event.event_id,
                 event_type=event.event_type,
                 ordering_key=event.resolved_ordering_key(),
-                error_type=type(err).__name__,
+                error_type=attempt.error_type,
                 path="fallback",
             )
             result = await self._inline(event, "fallback")
