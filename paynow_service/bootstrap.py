@@ -42,10 +42,9 @@ logger = logging.getLogger("paynow_service.bootstrap")
 def freeze_startup_heap() -> None:
     """Take what the process built at start-up (modules, app, clients) out of the collector's reach.
 
-    Those objects live as long as the process, yet every full collection walks them again:
-    about 70,000 objects, 40-60 ms per collection on a two-core machine (measured), a pause
-    that stalls every request in flight. Called by the long-running entry points, once,
-    just before they start serving.
+    Those objects live as long as the process, yet every full collection walks them again, a
+    pause that stalls every request in flight (docs/performance.md has the figures). Called by
+    the long-running entry points, once, just before they start serving.
     """
     gc.collect()
     gc.freeze()

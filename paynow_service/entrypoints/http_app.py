@@ -32,8 +32,8 @@ logger = logging.getLogger("paynow_service.http")
 ALL_METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 # How long an idle keep-alive connection stays open. uvicorn's default (5 s) closes a caller's
 # pooled connection between two webhooks a few seconds apart, and the next one pays a new
-# handshake (measured at 100/s: 4-8 new connections every 5 s, each on a request already
-# waiting behind others). 75 s keeps a front end's pool warm without holding idle sockets long.
+# handshake on a request already waiting behind others (docs/performance.md). 75 s keeps a
+# front end's pool warm without holding idle sockets long.
 KEEP_ALIVE_S = 75
 # Probes closer together than this share one readiness check (and a burst of them, one
 # Firestore read): an uncached /readyz lets a probe storm become a Firestore load.
