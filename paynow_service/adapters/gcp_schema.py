@@ -27,6 +27,7 @@ from google.api_core import exceptions as gexc
 from google.auth import exceptions as auth_exc
 from google.protobuf import duration_pb2
 
+from paynow_service.adapters.firestore_names import EVENTS
 from paynow_service.adapters.pubsub_topology import desired_topology
 from paynow_service.config import Settings
 from paynow_service.domain.errors import ExtrasError as ExtrasError
@@ -34,7 +35,7 @@ from paynow_service.domain.errors import ExtrasError as ExtrasError
 SCHEMA_MESSAGE = "paynow.events.v1.PaymentEvent"
 PROTO_PATH = Path("proto/paynow/events/v1/payment_event.proto")
 PACKAGE_COPY = ("paynow_service.schema", "payment_event.proto")
-TTL_COLLECTION_GROUP = "webhookEvents"
+TTL_COLLECTION_GROUP = EVENTS
 TTL_FIELD = "expiresAt"
 
 PUBSUB_EMULATOR_NOTE = (

@@ -14,7 +14,7 @@ from paynow_service.domain.decisions import SOURCE, Decision, EventState, subscr
 from paynow_service.domain.errors import UnknownProductError
 from paynow_service.domain.ledger import ACTION_ORDER, EntryRequest, order_line_entry_id
 from paynow_service.domain.orders import CreditedEntry, OrderRecord, credits_fields, order_fields
-from paynow_service.service.credits import customer_mapping, plugin_extras, promo_expiry, resolve_uid
+from paynow_service.service.crediting import customer_mapping, plugin_extras, promo_expiry, resolve_uid
 from paynow_service.service.order_disputes import apply_in_order
 
 

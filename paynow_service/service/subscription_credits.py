@@ -12,7 +12,7 @@ from paynow_service.domain.credits import PlannedCredit
 from paynow_service.domain.decisions import SOURCE, Decision, EventState
 from paynow_service.domain.errors import InvalidEventError, UnknownProductError
 from paynow_service.domain.ledger import ACTION_SUBSCRIPTION, EntryRequest, subscription_entry_id
-from paynow_service.service.credits import customer_mapping, plugin_extras, promo_expiry, resolve_uid
+from paynow_service.service.crediting import customer_mapping, plugin_extras, promo_expiry, resolve_uid
 
 
 def subscription_decision(
