@@ -21,13 +21,19 @@ MAX_ENTRY_ID_BYTES = 500
 KINDS: tuple[Kind, ...] = ("paid", "promo")
 # No '/' (a path), no ':' (it could alias a namespaced ledger key), at most 128 characters.
 PAYNOW_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+MAX_DOCUMENT_ID_BYTES = 1500
 CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def is_document_id(value: str) -> bool:
-    """Firestore's rule for a document id: no '/', not '.' or '..', not __reserved__."""
+    """Firestore's rule for a document id: no '/', not '.' or '..', not __reserved__, at most 1500
+    bytes of UTF-8 (a lone surrogate does not encode: Firestore refuses it with an error)."""
     reserved = value.startswith("__") and value.endswith("__")
-    return "/" not in value and value not in (".", "..") and not reserved
+    try:
+        size = len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return False
+    return "/" not in value and value not in (".", "..") and not reserved and size <= MAX_DOCUMENT_ID_BYTES
 
 
 def is_uid(value: object) -> bool:

@@ -12,7 +12,7 @@ from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.credits import PlannedCredit
 from paynow_service.domain.decisions import SOURCE, Decision, EventState, subscription_ids
 from paynow_service.domain.errors import UnknownProductError
-from paynow_service.domain.ledger import ACTION_ORDER, EntryRequest, order_line_entry_id
+from paynow_service.domain.ledger import ACTION_ORDER, EntryRequest, order_extra_entry_id, order_line_entry_id
 from paynow_service.domain.orders import CreditedEntry, OrderRecord, credits_fields, order_fields
 from paynow_service.service.crediting import customer_mapping, plugin_extras, promo_expiry, resolve_uid
 from paynow_service.service.order_disputes import apply_in_order
@@ -121,7 +121,7 @@ def _entry(
         entry_id = order_line_entry_id(order_id, credit.key)
         metadata.update(lineId=line.line_id, quantity=line.quantity)
     else:
-        entry_id = f"paynow:order:{order_id}:extra:{credit.key}"
+        entry_id = order_extra_entry_id(order_id, credit.key)
     return EntryRequest(
         entry_id=entry_id,
         uid=uid,

@@ -10,13 +10,13 @@ already reversed and gets a conflict.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
 
 from paynow_service.domain.errors import InvalidRequestError, LedgerConflictError
+from paynow_service.domain.ids import CONTROL_CHARS, as_kind
 from paynow_service.domain.ledger import (
     ACTION_API_CREDIT,
     ACTION_API_REVERSE,
@@ -31,7 +31,6 @@ from paynow_service.domain.ledger import (
 )
 from paynow_service.domain.ledger_rules import validate_entry_id, validate_uid
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 MAX_AMOUNT = 10**12
 MAX_KEY_CHARS = 200
 MAX_SOURCE_CHARS = 100
@@ -188,16 +187,15 @@ def _caller(caller: str) -> None:
 def _key(key: str) -> None:
     if not isinstance(key, str) or not key.strip() or len(key) > MAX_KEY_CHARS:
         raise InvalidRequestError(f"idempotency_key must be 1 to {MAX_KEY_CHARS} characters")
-    if "/" in key or _CONTROL.search(key):
+    if "/" in key or CONTROL_CHARS.search(key):
         raise InvalidRequestError("idempotency_key cannot contain '/' or control characters")
 
 
 def _kind(kind: str) -> Kind:
-    if kind == "paid":
-        return "paid"
-    if kind == "promo":
-        return "promo"
-    raise InvalidRequestError("kind must be KIND_PAID or KIND_PROMO")
+    checked = as_kind(kind)
+    if checked is None:
+        raise InvalidRequestError("kind must be KIND_PAID or KIND_PROMO")
+    return checked
 
 
 def _text(name: str, value: str, limit: int) -> str:

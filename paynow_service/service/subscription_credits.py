@@ -11,7 +11,12 @@ from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.credits import PlannedCredit
 from paynow_service.domain.decisions import SOURCE, Decision, EventState
 from paynow_service.domain.errors import InvalidEventError, UnknownProductError
-from paynow_service.domain.ledger import ACTION_SUBSCRIPTION, EntryRequest, subscription_entry_id
+from paynow_service.domain.ledger import (
+    ACTION_SUBSCRIPTION,
+    EntryRequest,
+    subscription_entry_id,
+    subscription_extra_entry_id,
+)
 from paynow_service.service.crediting import customer_mapping, plugin_extras, promo_expiry, resolve_uid
 
 
@@ -72,7 +77,9 @@ def _entry(
 ) -> EntryRequest:
     base_id = subscription_entry_id(sub.subscription_id, sub.billing_cycle_sequence)
     return EntryRequest(
-        entry_id=base_id if is_cycle else f"{base_id}:extra:{credit.key}",
+        entry_id=base_id
+        if is_cycle
+        else subscription_extra_entry_id(sub.subscription_id, sub.billing_cycle_sequence, credit.key),
         uid=uid,
         action="credit",
         amount=credit.points,
