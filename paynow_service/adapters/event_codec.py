@@ -9,8 +9,9 @@ even parse, and must be dead-lettered as `incompatible_schema`, not as garbage.
 
 from __future__ import annotations
 
-import json
+import dataclasses
 from collections.abc import Mapping
+from typing import Any, TypeVar
 
 from google.protobuf.message import DecodeError
 
@@ -25,6 +26,16 @@ ATTR_EVENT_ID = "event_id"
 ATTR_EVENT_TYPE = "event_type"
 ATTR_SCHEMA_VERSION = "schema_version"
 ATTR_ORDERING_KEY = "ordering_key"
+
+# The event's details (one at most), and the message/dataclass name of each.
+_DETAIL_TYPES = {
+    "order": "Order",
+    "subscription": "Subscription",
+    "refund": "Refund",
+    "chargeback": "Chargeback",
+}
+_DETAILS = tuple(_DETAIL_TYPES)
+T = TypeVar("T")
 
 # The one detail each type may carry; the ignored types carry none.
 _DETAIL_OF_TYPE = {
@@ -42,58 +53,15 @@ def encode_event(event: ev.PaymentEvent) -> tuple[bytes, dict[str, str]]:
     """The message data and attributes for `event` (ValueError for an unwritable event)."""
     if event.schema_version != ev.SCHEMA_VERSION:
         raise ValueError(f"this code writes schema_version {ev.SCHEMA_VERSION}, not {event.schema_version}")
-    details = [name for name in ("order", "subscription", "refund", "chargeback") if getattr(event, name)]
+    details = [name for name in _DETAILS if getattr(event, name)]
     if details and details != [_DETAIL_OF_TYPE.get(event.event_type)]:
         # The decoder would refuse it: fail at the producer, where the bug is.
         raise ValueError(f"{event.event_type} cannot carry {', '.join(details)}")
-    message = pb.PaymentEvent(
-        event_id=event.event_id,
-        event_type=event.event_type,
-        received_at_ms=event.received_at_ms,
-        sent_at_ms=event.sent_at_ms,
-        uid=event.uid,
-        customer_id=event.customer_id,
-        store_id=event.store_id,
-        ordering_key=event.ordering_key,
-        schema_version=event.schema_version,
-    )
-    if event.order is not None:
-        message.order.CopyFrom(_order_to_pb(event.order))
-    elif event.subscription is not None:
-        s = event.subscription
-        message.subscription.CopyFrom(
-            pb.PaymentEvent.Subscription(
-                subscription_id=s.subscription_id,
-                product_id=s.product_id,
-                billing_cycle_sequence=s.billing_cycle_sequence,
-                status=s.status,
-                current_period_end_ms=s.current_period_end_ms,
-                price=s.price,
-                currency=s.currency,
-            )
-        )
-    elif event.refund is not None:
-        r = event.refund
-        message.refund.CopyFrom(
-            pb.PaymentEvent.Refund(
-                refund_id=r.refund_id,
-                order_id=r.order_id,
-                status=r.status,
-                amount=r.amount,
-                store_refund_amount=r.store_refund_amount,
-            )
-        )
-    elif event.chargeback is not None:
-        c = event.chargeback
-        message.chargeback.CopyFrom(
-            pb.PaymentEvent.Chargeback(
-                chargeback_id=c.chargeback_id,
-                order_id=c.order_id,
-                status=c.status,
-                chargeback_status=c.chargeback_status,
-                amount=c.amount,
-            )
-        )
+    message = _same_fields(event, pb.PaymentEvent, skip=_DETAILS)
+    for name in _DETAILS:
+        detail = getattr(event, name)
+        if detail is not None:
+            getattr(message, name).CopyFrom(_detail_to_pb(name, detail))
     attributes = {
         ATTR_EVENT_ID: event.event_id,
         ATTR_EVENT_TYPE: event.event_type,
@@ -125,21 +93,8 @@ def decode_event(data: bytes, attributes: Mapping[str, str]) -> ev.PaymentEvent:
     # dead-lettered with only its id and type (and fails again if replayed).
     if detail is not None and detail != _DETAIL_OF_TYPE.get(message.event_type):
         raise MalformedMessageError(f"{message.event_type} cannot carry detail {detail}")
-    event = ev.PaymentEvent(
-        event_id=message.event_id,
-        event_type=message.event_type,
-        uid=message.uid,
-        customer_id=message.customer_id,
-        store_id=message.store_id,
-        received_at_ms=message.received_at_ms,
-        sent_at_ms=message.sent_at_ms,
-        order=_order_from_pb(message.order) if detail == "order" else None,
-        subscription=_subscription_from_pb(message.subscription) if detail == "subscription" else None,
-        refund=_refund_from_pb(message.refund) if detail == "refund" else None,
-        chargeback=_chargeback_from_pb(message.chargeback) if detail == "chargeback" else None,
-        schema_version=message.schema_version,
-        ordering_key=message.ordering_key,
-    )
+    details = {name: _detail_from_pb(name, getattr(message, name)) for name in _DETAILS if name == detail}
+    event = _same_fields(message, ev.PaymentEvent, skip=_DETAILS, **details)
     # Attributes are optional (a hand-published message may lack them), but when present
     # they must agree: the worker routes and logs by them.
     expected = {
@@ -151,45 +106,6 @@ def decode_event(data: bytes, attributes: Mapping[str, str]) -> ev.PaymentEvent:
         if name in attributes and attributes[name] != value:
             raise MalformedMessageError(f"attribute {name} contradicts the message data")
     return event
-
-
-def is_legacy_message(data: bytes) -> bool:
-    """A message of the app's old publisher: JSON `{version, minCompatible, eventId, eventType, ...}`
-    (any JSON object with a `version` field), never a PaymentEvent."""
-    return legacy_message_detail(data) is not None
-
-
-def legacy_message_detail(data: bytes) -> str | None:
-    """What an operator needs to know of a message of the app's old publisher (None if it is not one).
-
-    Ids only (event, order, version): the JSON also carries customer data we never repeat.
-    """
-    if data.lstrip()[:1] != b"{":
-        return None  # the cheap test first: a PaymentEvent is not JSON
-    try:
-        doc = json.loads(data)
-    except (ValueError, RecursionError):  # not JSON (UnicodeDecodeError is a ValueError)
-        return None
-    if not isinstance(doc, dict) or "version" not in doc:
-        return None
-    order = doc.get("data", {}).get("order") if isinstance(doc.get("data"), dict) else None
-    ids = {
-        "version": _plain_id(doc.get("version")),
-        "event": _plain_id(doc.get("eventId")),
-        "type": _plain_id(doc.get("eventType")),
-        "order": _plain_id(order.get("id")) if isinstance(order, dict) else "",
-    }
-    named = ", ".join(f"{k} {v}" for k, v in ids.items() if v)
-    return (
-        f"the app's old queue message ({named or 'no ids'}), never signed by this service: "
-        "re-drive the event from PayNow (runbook: cut-over)"
-    )
-
-
-def _plain_id(value: object) -> str:
-    """An id fit for a log line (letters, digits, `-_.:`, at most 64), else ""."""
-    text = str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
-    return text if 0 < len(text) <= 64 and all(c.isalnum() or c in "-_.:" for c in text) else ""
 
 
 def check_schema_version(attributes: Mapping[str, str]) -> int:
@@ -207,78 +123,33 @@ def check_schema_version(attributes: Mapping[str, str]) -> int:
     return version
 
 
-def _order_to_pb(order: ev.Order) -> pb.PaymentEvent.Order:
-    return pb.PaymentEvent.Order(
-        order_id=order.order_id,
-        lines=[
-            pb.PaymentEvent.OrderLine(
-                line_id=line.line_id,
-                product_id=line.product_id,
-                quantity=line.quantity,
-                price=line.price,
-                subscription_id=line.subscription_id,
-                trial_id=line.trial_id,
-                uid=line.uid,
-            )
-            for line in order.lines
-        ],
-        currency=order.currency,
-        total_amount=order.total_amount,
-        status=order.status,
-    )
+def _names(target: type[Any]) -> list[str]:
+    if dataclasses.is_dataclass(target):
+        return [f.name for f in dataclasses.fields(target)]
+    return [f.name for f in target.DESCRIPTOR.fields]
 
 
-def _order_from_pb(order: pb.PaymentEvent.Order) -> ev.Order:
-    return ev.Order(
-        order_id=order.order_id,
-        lines=tuple(
-            ev.OrderLine(
-                line_id=line.line_id,
-                product_id=line.product_id,
-                quantity=line.quantity,
-                price=line.price,
-                subscription_id=line.subscription_id,
-                trial_id=line.trial_id,
-                uid=line.uid,
-            )
-            for line in order.lines
-        ),
-        currency=order.currency,
-        total_amount=order.total_amount,
-        status=order.status,
-    )
+def _same_fields(source: object, target: type[T], *, skip: tuple[str, ...] = (), **given: Any) -> T:
+    """`target` built from the same-named fields of `source`: the domain's names are the message's
+    (one mapping both ways, so a field added to both cannot be forgotten in one direction)."""
+    values = {name: getattr(source, name) for name in _names(target) if name not in skip}
+    return target(**{**values, **given})
 
 
-def _subscription_from_pb(s: pb.PaymentEvent.Subscription) -> ev.Subscription:
-    return ev.Subscription(
-        subscription_id=s.subscription_id,
-        product_id=s.product_id,
-        billing_cycle_sequence=s.billing_cycle_sequence,
-        status=s.status,
-        current_period_end_ms=s.current_period_end_ms,
-        price=s.price,
-        currency=s.currency,
-    )
+def _detail_to_pb(name: str, detail: Any) -> Any:
+    message_type = getattr(pb.PaymentEvent, _DETAIL_TYPES[name])
+    if name != "order":
+        return _same_fields(detail, message_type)
+    lines = [_same_fields(line, pb.PaymentEvent.OrderLine) for line in detail.lines]
+    return _same_fields(detail, message_type, skip=("lines",), lines=lines)
 
 
-def _refund_from_pb(r: pb.PaymentEvent.Refund) -> ev.Refund:
-    return ev.Refund(
-        refund_id=r.refund_id,
-        order_id=r.order_id,
-        status=r.status,
-        amount=r.amount,
-        store_refund_amount=r.store_refund_amount,
-    )
-
-
-def _chargeback_from_pb(c: pb.PaymentEvent.Chargeback) -> ev.Chargeback:
-    return ev.Chargeback(
-        chargeback_id=c.chargeback_id,
-        order_id=c.order_id,
-        status=c.status,
-        chargeback_status=c.chargeback_status,
-        amount=c.amount,
-    )
+def _detail_from_pb(name: str, message: Any) -> Any:
+    domain_type = getattr(ev, _DETAIL_TYPES[name])
+    if name != "order":
+        return _same_fields(message, domain_type)
+    lines = tuple(_same_fields(line, ev.OrderLine) for line in message.lines)
+    return _same_fields(message, domain_type, skip=("lines",), lines=lines)
 
 
 def decode_stored_event(raw: object) -> ev.PaymentEvent | None:

@@ -67,6 +67,9 @@ def _cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
     return _entry("loadtest_cli")(settings, args)
 
 
+Add = Callable[[str, Callable[[Settings, argparse.Namespace], int], str], argparse.ArgumentParser]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="paynow-service",
@@ -82,6 +85,14 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(handler=handler)
         return p
 
+    _add_servers(add)
+    _add_infra(add)
+    _add_operations(add)
+    _add_tools(add)
+    return parser
+
+
+def _add_servers(add: Add) -> None:
     add("serve", _cmd_serve, "HTTP app on PORT (routes per HTTP_ROUTES)")
     add("grpc", _cmd_grpc, "gRPC PointsService, health and reflection on GRPC_PORT")
     add("worker", _cmd_worker, "streaming-pull worker on PUBSUB_SUBSCRIPTION")
@@ -89,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=None, help="HTTP port (default: PORT)")
     dev.add_argument("--grpc-port", type=int, default=None, help="gRPC port (default: GRPC_PORT)")
 
+
+def _add_infra(add: Add) -> None:
     infra = add("infra", _cmd_infra, "create or show the Pub/Sub topics and subscriptions")
     infra.add_argument("action", choices=["apply", "plan"])
     delivery = infra.add_mutually_exclusive_group()
@@ -102,6 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     infra.add_argument("--min-backoff", type=int, help="override the 10 s minimum retry backoff (tests)")
     infra.add_argument("--max-backoff", type=int, help="override the 600 s maximum retry backoff (tests)")
 
+
+def _add_operations(add: Add) -> None:
     dlq = add("dlq", _cmd_dlq, "inspect and re-drive dead letters")
     dlq.add_argument("action", choices=["list", "replay", "purge"])
     dlq.add_argument("--json", action="store_true", help="list: one JSON object per dead letter")
@@ -127,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     migrate.add_argument("--page-size", type=int, default=500, help="ledger entries per read (default 500)")
 
+
+def _add_tools(add: Add) -> None:
     test = add("send-test-webhook", _cmd_send_test_webhook, "sign and send a realistic PayNow event to a URL")
     test.add_argument(
         "--url", default=None, help="webhook URL (default http://127.0.0.1:PORT/api/paynow/webhook)"
@@ -137,9 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--order-id", default=None, help="order id (refunds and chargebacks refer to one)")
     test.add_argument("--quantity", type=int, default=1)
 
-    load = add("loadtest", _cmd_loadtest, "the load tool of bench/load.py")
+    load = add("loadtest", _cmd_loadtest, "the load tool (paynow-loadtest, installed by make install)")
     load.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the load tool")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

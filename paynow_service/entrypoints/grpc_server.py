@@ -169,12 +169,7 @@ async def serve_grpc(
         )
     auth = bootstrap.points_authenticator(settings)
     core = points or bootstrap.points_core(settings)
-    server = grpc.aio.server(interceptors=[AuthInterceptor(auth)], options=_OPTIONS)
-    pb_grpc.add_PointsServiceServicer_to_server(PointsServicer(PointsApi(core)), server)
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    server, health_servicer = _server(auth, core)
     bound = server.add_insecure_port(f"{host}:{settings.grpc_port if port is None else port}")
     await server.start()
     if isinstance(auth, IdTokenVerifier):
@@ -203,6 +198,17 @@ async def serve_grpc(
         if isinstance(auth, IdTokenVerifier):
             await auth.aclose()
         log(logger, logging.INFO, "gRPC server stopped", component=COMPONENT)
+
+
+def _server(auth: Authenticator, core: PointsCore) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """PointsService behind the auth interceptor, grpc.health.v1 and reflection, on one server."""
+    server = grpc.aio.server(interceptors=[AuthInterceptor(auth)], options=_OPTIONS)
+    pb_grpc.add_PointsServiceServicer_to_server(PointsServicer(PointsApi(core)), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    return server, health_servicer
 
 
 def _signal_event() -> asyncio.Event:

@@ -10,7 +10,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING
 
 import uvicorn
@@ -42,17 +42,10 @@ READYZ_CACHE_S = 2.0
 
 def create_app(settings: Settings, container: bootstrap.Container | None = None) -> Starlette:
     """The app for these settings; `container` lets tests pass adapters built their own way."""
-    if "webhook" in settings.http_routes:
-        settings.require("PAYNOW_WEBHOOK_SECRETS")
-    if "webhook" in settings.http_routes or "push" in settings.http_routes:
-        # The webhook signs what it publishes and dead-letters; the push endpoint verifies.
-        settings.require("EVENT_SIGNING_KEYS")
-    if "push" in settings.http_routes and settings.push_auth == "enabled":
-        settings.require("PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT")
-    if "points" in settings.http_routes and settings.points_auth == "enabled":
-        settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
+    _require_route_settings(settings)
     c = container or bootstrap.build_container(settings)
     push_verifier = bootstrap.push_verifier(settings) if "push" in settings.http_routes else None
+    verifiers = [push_verifier] if push_verifier is not None else []
     routes: list[BaseRoute] = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/readyz", _Readiness(c, push_verifier).handle, methods=["GET"]),
@@ -67,17 +60,40 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
         from paynow_service.metrics import metrics_endpoint
 
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
-    verifiers = [push_verifier] if push_verifier is not None else []
     if "points" in settings.http_routes:
-        from paynow_service.adapters.oidc import IdTokenVerifier
-        from paynow_service.entrypoints.connect_points import build_points_asgi
+        routes.append(_points_mount(settings, c, verifiers))
+    # Innermost of Starlette's own: what escapes a route is a 503 here, never ServerErrorMiddleware's 500.
+    guard = Middleware(RequestGuard, deadline_s=settings.request_deadline_s)
+    return Starlette(routes=routes, lifespan=_lifespan(settings, c, verifiers), middleware=[guard])
 
-        points_auth = bootstrap.points_authenticator(settings)
-        if isinstance(points_auth, IdTokenVerifier):
-            verifiers.append(points_auth)  # warmed at start like the push verifier
-        path, points_app = build_points_asgi(settings, c.ledger, points_auth)
-        routes.append(Mount(path, app=points_app))
 
+def _require_route_settings(settings: Settings) -> None:
+    routes = settings.http_routes
+    if "webhook" in routes:
+        settings.require("PAYNOW_WEBHOOK_SECRETS")
+    if "webhook" in routes or "push" in routes:
+        # The webhook signs what it publishes and dead-letters; the push endpoint verifies.
+        settings.require("EVENT_SIGNING_KEYS")
+    if "push" in routes and settings.push_auth == "enabled":
+        settings.require("PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT")
+    if "points" in routes and settings.points_auth == "enabled":
+        settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
+
+
+def _points_mount(settings: Settings, c: bootstrap.Container, verifiers: list[IdTokenVerifier]) -> Mount:
+    from paynow_service.adapters.oidc import IdTokenVerifier
+    from paynow_service.entrypoints.connect_points import build_points_asgi
+
+    points_auth = bootstrap.points_authenticator(settings)
+    if isinstance(points_auth, IdTokenVerifier):
+        verifiers.append(points_auth)  # warmed at start like the push verifier
+    path, points_app = build_points_asgi(settings, c.ledger, points_auth)
+    return Mount(path, app=points_app)
+
+
+def _lifespan(
+    settings: Settings, c: bootstrap.Container, verifiers: list[IdTokenVerifier]
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         for verifier in verifiers:
@@ -100,9 +116,7 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
             await c.aclose()
             log(logger, logging.INFO, "HTTP app stopped", component="http")
 
-    # Innermost of Starlette's own: what escapes a route is a 503 here, never ServerErrorMiddleware's 500.
-    guard = Middleware(RequestGuard, deadline_s=settings.request_deadline_s)
-    return Starlette(routes=routes, lifespan=lifespan, middleware=[guard])
+    return lifespan
 
 
 def _push_route(c: bootstrap.Container, verifier: IdTokenVerifier | None) -> Route:

@@ -17,7 +17,8 @@ import logging
 from collections.abc import Mapping
 
 from paynow_service import metrics
-from paynow_service.adapters.event_codec import check_schema_version, decode_event, legacy_message_detail
+from paynow_service.adapters.event_codec import check_schema_version, decode_event
+from paynow_service.adapters.legacy_messages import legacy_message_detail
 from paynow_service.domain.errors import (
     IncompatibleSchemaError,
     InvalidEventError,

@@ -11,12 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from paynow_service.adapters.event_codec import (
-    decode_event,
-    encode_event,
-    is_legacy_message,
-    legacy_message_detail,
-)
+from paynow_service.adapters.event_codec import decode_event, encode_event
+from paynow_service.adapters.legacy_messages import is_legacy_message, legacy_message_detail
 from paynow_service.domain import events as ev
 from paynow_service.domain.errors import IncompatibleSchemaError, MalformedMessageError
 from paynow_service.domain.paynow import parse_webhook
