@@ -23,19 +23,14 @@ _CHECKS = (
     ("event_status", "every accepted event reached its final status exactly as expected"),
     ("ledger_per_event", "each event wrote exactly its ledger entries (ids and amounts)"),
     ("records_match_ledger", "each processed record lists exactly the entries written"),
-    (
-        "wallet_in_app_model",
-        "each wallet, in the app's model: promoBalance = its lots, no negative lot, entries' "
-        "post - pre add up to it per kind in one serial chain, every entry moves what it says",
-    ),
-    (
-        "wallet_equals_expected",
-        "each wallet = the events' credits - the app's spends - the promo they dropped as expired",
-    ),
+    ("wallet_in_app_model", "each wallet, in the app's model: promoBalance = its lots, no negative lot, "
+     "entries' post - pre add up to it per kind in one serial chain, every entry moves what it says"),
+    ("wallet_equals_expected",
+     "each wallet = the events' credits - the app's spends - the promo they dropped as expired"),
     ("spends_exact", "each of the app's spends that succeeded wrote its debit, no other did"),
     ("no_orphan_entries", "every ledger entry belongs to a processed event or spend of this run"),
     ("dlq_exact", "every bad event is in the DLQ with its reason, and nothing else is"),
-)
+)  # fmt: skip
 
 
 @dataclass
@@ -148,21 +143,13 @@ def check(
     dlq_expected, duplicates = _check_dlq(run, dead_letters, dlq_duplicates_ok)
     spends = expectation.spends
     return InvariantReport(
-        checks=run.checks,
-        events=len(expectation.events),
-        accepted=len(expectation.accepted),
-        not_accepted=len(expectation.events) - len(expectation.accepted),
-        processed_once=run.processed_once,
-        lost=sorted(set(run.lost)),
-        doubled=sorted(set(run.doubled)),
-        dlq_expected=dlq_expected,
-        dlq_received=len(dead_letters),
-        dlq_duplicates=duplicates,
-        spends=sum(s.spent for s in spends.values()),
+        checks=run.checks, events=len(expectation.events), accepted=len(expectation.accepted),
+        not_accepted=len(expectation.events) - len(expectation.accepted), processed_once=run.processed_once,
+        lost=sorted(set(run.lost)), doubled=sorted(set(run.doubled)), dlq_expected=dlq_expected,
+        dlq_received=len(dead_letters), dlq_duplicates=duplicates,
+        spends=sum(s.spent for s in spends.values()), points_spent=spent_total, points_expired=expired_total,
         spends_refused=sum(not s.spent for s in spends.values()),
-        points_spent=spent_total,
-        points_expired=expired_total,
-    )
+    )  # fmt: skip
 
 
 def _check_status(run: _Run, event: Expected) -> None:

@@ -154,7 +154,11 @@ def _add_tools(add: Add) -> None:
     test.add_argument("--order-id", default=None, help="order id (refunds and chargebacks refer to one)")
     test.add_argument("--quantity", type=int, default=1)
 
-    load = add("loadtest", _cmd_loadtest, "the load tool (paynow-loadtest, installed by make install)")
+    load = add(
+        "loadtest",
+        _cmd_loadtest,
+        "the load tool (paynow-loadtest, installed by make install); loadtest -- --help for its options",
+    )
     load.add_argument("rest", nargs=argparse.REMAINDER, help="arguments passed to the load tool")
 
 

@@ -1,4 +1,4 @@
-"""A short run of the load tool (`bench/load.py`, as `make test` can afford: a few hundred
+"""A short run of the load tool (`paynow_loadtest`, as `make test` can afford: a few hundred
 events and the app's spends among them) on the session emulators, with its own serve and
 pull worker: zero lost, zero doubled, the DLQ exact, every spend checked and no wallet
 broken. Also: `paynow-service loadtest` reaches the same tool."""

@@ -1,6 +1,6 @@
 """Every writer of ours beside the app that spends the points, on the same wallets, at the same time.
 
-The app's points code (tests/support/app_double.py) spends and credits while the service
+The app's points code (loadtool/paynow_loadtest/app_double.py) spends and credits while the service
 writes: the webhook in sync mode, the push worker, the pull worker (queue mode), and
 PointsService's credit and reverse over Connect; orders of paid and promo products,
 promo subscription cycles, refunds and their failures (re-credits), chargebacks and
@@ -9,7 +9,7 @@ transactions); each writer is followed by a spend of its user. After every write
 the wallet's `promoBalance` must equal its lots and no lot may be negative; at the end the
 app spends everything spendable, and every wallet must hold exactly what the events, the
 API calls and the app's own writes put in, less what the app spent and what expired
-(tests/support/invariants.py, in the app's model).
+(loadtool/paynow_loadtest/invariants.py, in the app's model).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""bench/lean_http.py, the load tool's sender, against a tiny HTTP server on loopback."""
+"""paynow_loadtest.lean_http, the load tool's sender, against a tiny HTTP server on loopback."""
 
 from __future__ import annotations
 
