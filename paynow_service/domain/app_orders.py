@@ -110,18 +110,12 @@ def _wallet_ledger_entry(entry: LedgerEntry) -> AppCredit | AppReversal | None:
     if kind not in ORDER_CREDIT_KINDS or not order_id:
         return None  # a promo credit without an order, an adjustment, a subscription renewal
     pretty = _id(source.get("orderId"))
-    return AppCredit(
-        uid=entry.uid,
-        entry_id=entry.entry_id,
-        order_id=order_id,
-        points=entry.amount,
-        shape=entry.shape,
+    return _credit(
+        entry,
+        order_id,
         status=entry.status,
-        amount_problem=_amount_problem(entry),
-        product_id=_id(source.get("productId")),
         customer_id=_id(source.get("paynowCustomerId")),
         pretty_id=pretty if pretty != order_id else "",
-        created_at=_time(entry),
     )
 
 
@@ -129,15 +123,25 @@ def _queue_worker_credit(entry: LedgerEntry) -> AppCredit | None:
     order_id = _id(entry.metadata.get("orderId"))
     if not order_id:
         return None
+    # The queue worker's entries have no status: written once, never changed.
+    return _credit(entry, order_id, status="posted")
+
+
+def _credit(
+    entry: LedgerEntry, order_id: str, *, status: str, customer_id: str = "", pretty_id: str = ""
+) -> AppCredit:
+    """What every shape's credit says the same way: who, which entry, how much, which product, when."""
     return AppCredit(
         uid=entry.uid,
         entry_id=entry.entry_id,
         order_id=order_id,
         points=entry.amount,
         shape=entry.shape,
-        status="posted",  # the queue worker's entries have no status: written once, never changed
+        status=status,
         amount_problem=_amount_problem(entry),
         product_id=_id(entry.metadata.get("productId")),
+        customer_id=customer_id,
+        pretty_id=pretty_id,
         created_at=_time(entry),
     )
 

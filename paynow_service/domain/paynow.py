@@ -17,6 +17,7 @@ The envelope is decoded by domain/paynow_envelope.py, and every built event pass
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -213,13 +214,20 @@ def _read_obj(parent: Obj, key: str, path: str) -> Obj | None:
 
 
 def _read_id(parent: Obj, key: str, path: str, *, required: bool = True) -> str:
+    return _read_text(parent, key, path, is_paynow_id, "an id", required=required)
+
+
+def _read_text(
+    parent: Obj, key: str, path: str, fits: Callable[[str], bool], what: str, *, required: bool
+) -> str:
+    """A string field that `fits`; "" when absent and not required."""
     value = parent.get(key)
     if value is None or value == "":
         if required:
             invalid(f"{path}.{key} is missing")
         return ""
-    if not isinstance(value, str) or not is_paynow_id(value):
-        invalid(f"{path}.{key} is not an id")
+    if not isinstance(value, str) or not fits(value):
+        invalid(f"{path}.{key} is not {what}")
     return value
 
 
@@ -237,15 +245,8 @@ def _read_int(parent: Obj, key: str, path: str, *, minimum: int, maximum: int, r
 
 
 def _read_status(parent: Obj, key: str, path: str, *, required: bool = True) -> str:
-    value = parent.get(key)
-    if value is None or value == "":
-        if required:
-            invalid(f"{path}.{key} is missing")
-        return ""
-    if not isinstance(value, str) or not is_status(value):
-        invalid(f"{path}.{key} is not a status")
     # Compared against lower-case names downstream ("approved", "won").
-    return value.strip().lower()
+    return _read_text(parent, key, path, is_status, "a status", required=required).strip().lower()
 
 
 def _soft_int(parent: Obj, key: str) -> int:

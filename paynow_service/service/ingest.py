@@ -114,17 +114,11 @@ class IngestService:
         return queue_share(event.resolved_ordering_key()) < self._percent
 
     async def ingest(self, event: PaymentEvent, payload_hash: str) -> IngestResult:
-        try:
-            existing = await self._records.create_queued(event, payload_hash)
-        except StorageUnavailableError as err:
-            return IngestResult("unavailable", "none", err.detail)
-        if existing is not None and existing.app_shaped:
-            app_answer = await self._app_record(event, payload_hash, existing)
-            if app_answer is not None:
-                return app_answer
-            existing = None  # the app's never-credited record is ours now: a first delivery
-        if existing is not None:
-            return await self._redelivery(event, payload_hash, existing)
+        claimed = await self._claim(event, payload_hash)
+        if isinstance(claimed, IngestResult):
+            return claimed
+        if claimed is not None:
+            return await self._redelivery(event, payload_hash, claimed)
         if event.ignored:
             return await self._ignore(event)
         return await self._route(event)
@@ -133,18 +127,24 @@ class IngestService:
         self, event: PaymentEvent, payload_hash: str, error: TerminalError
     ) -> IngestResult:
         """A genuine event whose body lacks what we need: record and dead-letter it (done: no retry)."""
+        claimed = await self._claim(event, payload_hash)
+        if isinstance(claimed, IngestResult):
+            return claimed
+        if claimed is not None and claimed.status != "queued":
+            return IngestResult("duplicate", "none")
+        outcome = await self._core.fail_terminal(event, error, component=COMPONENT)
+        return self._from_outcome(outcome, "sync")
+
+    async def _claim(self, event: PaymentEvent, payload_hash: str) -> RecordPort | IngestResult | None:
+        """Record the event. None: this delivery is the first (or took over the app's never-credited
+        record); a record: ours, from an earlier delivery; an answer: already decided here."""
         try:
             existing = await self._records.create_queued(event, payload_hash)
         except StorageUnavailableError as err:
             return IngestResult("unavailable", "none", err.detail)
         if existing is not None and existing.app_shaped:
-            app_answer = await self._app_record(event, payload_hash, existing)
-            if app_answer is not None:
-                return app_answer
-        elif existing is not None and existing.status != "queued":
-            return IngestResult("duplicate", "none")
-        outcome = await self._core.fail_terminal(event, error, component=COMPONENT)
-        return self._from_outcome(outcome, "sync")
+            return await self._app_record(event, payload_hash, existing)
+        return existing
 
     async def _app_record(
         self, event: PaymentEvent, payload_hash: str, existing: RecordPort

@@ -102,48 +102,45 @@ class ProcessingCore:
         delivery_attempt: int | None = None,
         raw: tuple[bytes, Mapping[str, str]] | None = None,
     ) -> Outcome:
-        outcome = await self._process(event, component=component, delivery_attempt=delivery_attempt, raw=raw)
-        metrics.observe_outcome(component, outcome.status, outcome.processing_ms, outcome.points)
-        return outcome
+        """The event through one unit of work; a failure is dead-lettered or reported transient.
 
-    async def _process(
-        self,
-        event: PaymentEvent,
-        *,
-        component: str,
-        delivery_attempt: int | None = None,
-        raw: tuple[bytes, Mapping[str, str]] | None = None,
-    ) -> Outcome:
+        `delivery_attempt`: Pub/Sub's count; at the last one a transient failure is dead-lettered
+        here (with its reason). `raw`: the message as it came, dead-lettered unchanged."""
         started = time.perf_counter()
 
         def elapsed() -> float:
             return round((time.perf_counter() - started) * 1000, 2)
 
+        last_attempt = delivery_attempt is not None and delivery_attempt >= self._max_attempts
         try:
             decision = await self._processor.process(
                 event, lambda state: decide(event, state, self._hooks, self._catalog), component=component
             )
+            outcome = Outcome(_outcome_status(decision.result), decision=decision, processing_ms=elapsed())
         except TerminalError as err:
-            return await self._fail(event, err, "failed_terminal", component, raw, elapsed)
-        except TransientError as err:
-            if delivery_attempt is not None and delivery_attempt >= self._max_attempts:
-                return await self._fail(event, err, "dead_lettered", component, raw, elapsed)
-            return Outcome("transient", err.reason, err.detail, processing_ms=elapsed())
+            outcome = await self._fail(event, err, "failed_terminal", component, raw, elapsed)
         except Exception as err:  # noqa: BLE001 (a bug must not lose the event: retry, then dead-letter)
-            log(
-                logger,
-                logging.ERROR,
-                "Unexpected error while processing",
-                component=component,
-                event_id=event.event_id,
-                error_class=type(err).__name__,
-                detail=str(err)[:300],
-            )
-            wrapped = TransientError(f"{type(err).__name__}: {str(err)[:200]}", reason="internal_error")
-            if delivery_attempt is not None and delivery_attempt >= self._max_attempts:
-                return await self._fail(event, wrapped, "dead_lettered", component, raw, elapsed)
-            return Outcome("transient", wrapped.reason, wrapped.detail, processing_ms=elapsed())
-        return Outcome(_outcome_status(decision.result), decision=decision, processing_ms=elapsed())
+            transient = err if isinstance(err, TransientError) else self._unexpected(event, err, component)
+            if last_attempt:
+                outcome = await self._fail(event, transient, "dead_lettered", component, raw, elapsed)
+            else:
+                outcome = Outcome("transient", transient.reason, transient.detail, processing_ms=elapsed())
+        metrics.observe_outcome(component, outcome.status, outcome.processing_ms, outcome.points)
+        return outcome
+
+    @staticmethod
+    def _unexpected(event: PaymentEvent, err: Exception, component: str) -> TransientError:
+        """A bug or an error nobody classified: logged, then retried like a transient failure."""
+        log(
+            logger,
+            logging.ERROR,
+            "Unexpected error while processing",
+            component=component,
+            event_id=event.event_id,
+            error_type=type(err).__name__,
+            detail=str(err)[:300],
+        )
+        return TransientError(f"{type(err).__name__}: {str(err)[:200]}", reason="internal_error")
 
     async def fail_terminal(
         self,
@@ -190,7 +187,7 @@ class ProcessingCore:
                 component=component,
                 event_id=event.event_id,
                 reason=err.reason,
-                error_class=type(dlq_err).__name__,
+                error_type=type(dlq_err).__name__,
             )
             return Outcome("transient", "dead_letter_failed", str(dlq_err)[:200], processing_ms=elapsed())
         return Outcome(status, err.reason, err.detail, processing_ms=elapsed())

@@ -22,6 +22,7 @@ from typing import Any, Protocol, TypeVar
 from paynow_service.domain.errors import OrderNotCreditedError, TransientError
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.logs import log
+from paynow_service.service.processing import DeadLetterPort
 from paynow_service.service.republish import EventPublisherPort, LeasedRecordsPort, publish_under_lease
 
 logger = logging.getLogger("paynow_service.sweep")
@@ -65,12 +66,6 @@ class ParkedPort(Protocol[P]):
     async def requeue(self, parked: P, ttl: dt.timedelta) -> bool: ...
     async def overdue(self, max_age: dt.timedelta, limit: int) -> Sequence[P]: ...
     async def release(self, parked: P, reason: str, detail: str) -> bool: ...
-
-
-class DeadLetterPort(Protocol):
-    async def dead_letter(
-        self, event: PaymentEvent | None, *, reason: str, error_class: str, detail: str
-    ) -> str: ...
 
 
 @dataclass
