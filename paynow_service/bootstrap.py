@@ -23,6 +23,7 @@ from paynow_service.adapters.firestore_parked import ParkedEvents
 from paynow_service.adapters.firestore_processing import FirestoreProcessor
 from paynow_service.adapters.firestore_transactions import FirestoreTransactions
 from paynow_service.adapters.oidc import CertsTimings, IdTokenVerifier
+from paynow_service.adapters.pubsub_infra import PubSubInfra
 from paynow_service.adapters.pubsub_publisher import PubSubPublisher
 from paynow_service.config import ConfigError, Settings
 from paynow_service.domain.catalog import Catalog, CatalogError
@@ -226,3 +227,8 @@ async def migration_ports(
         yield AppLedgerScan(db, page_size=page_size, timeout_s=timeout), MigratedOrders(db, timeout_s=timeout)
     finally:
         db.close()  # type: ignore[no-untyped-call]
+
+
+def pubsub_infra(settings: Settings) -> PubSubInfra:
+    """The topics and subscriptions' admin client (`infra apply | plan`, and `dev` at start)."""
+    return PubSubInfra(settings)

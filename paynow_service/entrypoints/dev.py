@@ -21,8 +21,9 @@ import urllib.request
 from pathlib import Path
 from types import FrameType
 
+from paynow_service import bootstrap
 from paynow_service.adapters.emulators import EmulatorStack
-from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology
+from paynow_service.adapters.pubsub_infra import desired_topology
 from paynow_service.config import ALL_ROUTES, Settings
 
 DEV_SECRET = "pn-local-dev-secret"  # noqa: S105 (a local-only demo secret, printed on purpose)
@@ -112,7 +113,7 @@ def run(settings: Settings, *, http_port: int | None = None, grpc_port: int | No
         child_settings = Settings.from_env(env)
         # The Google clients find the emulators through the process environment.
         os.environ.update(stack.env())
-        infra = PubSubInfra(child_settings)
+        infra = bootstrap.pubsub_infra(child_settings)
         try:
             infra.apply(desired_topology(child_settings))
         finally:

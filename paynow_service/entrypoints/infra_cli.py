@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from paynow_service import bootstrap
 from paynow_service.adapters.gcp_schema import ExtrasError, extras_apply, extras_plan
-from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology
+from paynow_service.adapters.pubsub_infra import InfraOverrides, desired_topology
 from paynow_service.config import Settings
 
 
@@ -27,7 +28,7 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     except ExtrasError as err:
         print(f"infra {args.action}: {err}", file=sys.stderr)
         return 1
-    infra = PubSubInfra(settings)
+    infra = bootstrap.pubsub_infra(settings)
     try:
         changes = infra.apply(topology) if args.action == "apply" else infra.plan(topology)
     finally:
