@@ -1,13 +1,65 @@
-"""Helpers shared by the benchmarks in this folder: one open-loop driver and a paid credit's
-ledger entry as the floors write it. The percentile, the webhook floor's record and message, and
-the service's processes come from the load tool (`paynow_loadtest`: results, floor, processes)."""
+"""Helpers shared by the benchmarks in this folder: one open-loop driver, a paid credit's ledger
+entry as the floors write it, a JSON log's tail, and the benchmark protocol's options and CPU table.
+The percentile, the webhook floor's record and message, the service's processes and the CPU meter
+come from the load tool (`paynow_loadtest`: results, floor, processes, cpu).
+
+The protocol (docs/performance.md): every bench samples each process's CPU (its service's, itself as
+the sender or the floor, each emulator) at the start and end of every measured turn
+(`paynow_loadtest.cpu.CpuMeter`) and prints CPU ms per event beside its latencies; `--pin` pins the
+service's processes on CPU 0, the emulators and the sender on CPU 1, the floor on CPU 0 in its turns.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
+
+from paynow_loadtest.cpu import CpuMeter, commit, cpu_table
+
+PIN_HELP = (
+    "pinned mode: the service's processes on CPU 0, the emulators and this sender on CPU 1, the floor "
+    "on CPU 0 in its turns (needs 2 CPUs: else it exits 2); default: unpinned"
+)
+
+
+def add_pin_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pin", action="store_true", help=PIN_HELP)
+
+
+def print_cpu(meter: CpuMeter, checkout: Path) -> None:
+    """The CPU ms per event table of a bench's measured turns, with its mode and the commit."""
+    print(f"\n{meter.result()['mode']}, commit {commit(checkout)}\n")
+    print("\n".join(cpu_table(meter.result())))
+
+
+class LogTail:
+    """A service's JSON log lines, read incrementally."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._offset = 0
+        self._partial = b""
+
+    def lines(self) -> list[dict[str, Any]]:
+        with open(self._path, "rb") as f:
+            f.seek(self._offset)
+            chunk = f.read()
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        *complete, self._partial = data.split(b"\n")
+        out = []
+        for raw in complete:
+            with contextlib.suppress(ValueError):
+                line = json.loads(raw)
+                if isinstance(line, dict):
+                    out.append(line)
+        return out
 
 
 async def open_loop(

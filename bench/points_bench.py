@@ -1,6 +1,6 @@
 """CreditPoints latency and throughput over gRPC and Connect (JSON), beside a same-run Firestore floor.
 
-    python bench/points_bench.py [--n 300] [--concurrency 1,8] [--transports floor,grpc,connect]
+    python bench/points_bench.py [--n 300] [--concurrency 1,8] [--transports floor,grpc,connect] [--pin]
 
 Starts both emulators on loopback, then the gRPC server (`grpc_server.run`, in its own
 process, JSON logs on as in production) and the Connect app (uvicorn in its own
@@ -9,7 +9,11 @@ Firestore transaction from this process, no server in between: read the ledgerKe
 the wallet, write the entry, the key and the wallet. Every credit goes to a distinct
 uid (no contention). The transports run interleaved in blocks so emulator drift hits
 them alike; each level starts with a warm-up. Prints a Markdown table with each p50 and
-p95 as a ratio to the floor's. Bounded: every request has a timeout and the whole run a
+p95 as a ratio to the floor's, then the CPU ms per credit of each process (the gRPC server,
+the Connect app, this process as the client or as the floor, each emulator: /proc, sampled at
+the start and end of every measured block; `paynow_loadtest.cpu`) beside the same blocks' p50 /
+p95. `--pin`: both servers on CPU 0, the emulators and the client on CPU 1, the floor on CPU 0 in
+its blocks. Bounded: every request has a timeout and the whole run a
 deadline; it stops the processes and emulators it started.
 """
 
@@ -35,7 +39,8 @@ from google.cloud import firestore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import floor_entry  # noqa: E402
+from bench.benchlib import add_pin_option, floor_entry, print_cpu  # noqa: E402
+from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.processes import wait_port  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
@@ -153,19 +158,24 @@ async def run_block(send: Sender, tag: str, n: int, concurrency: int, latencies:
 
 
 async def measure(
-    senders: dict[str, Sender], n: int, levels: list[int], warmup: int, block: int
+    senders: dict[str, Sender], n: int, levels: list[int], warmup: int, block: int, cpu: CpuMeter
 ) -> list[tuple[str, int, list[float], float]]:
     rows = []
     for concurrency in levels:
         latencies: dict[str, list[float]] = {name: [] for name in senders}
         walls = dict.fromkeys(senders, 0.0)
         for name, send in senders.items():
-            await run_block(send, f"warm-{name}", warmup, concurrency, [])
+            with cpu.turn(name, FLOOR if name == "floor" else SENDER, measured=False):
+                await run_block(send, f"warm-{name}", warmup, concurrency, [])
         done = 0
         while done < n:
             size = min(block, n - done)
             for name, send in senders.items():  # interleaved: drift hits every transport alike
-                walls[name] += await run_block(send, name, size, concurrency, latencies[name])
+                # This process is the floor or the transports' client (placed for it with --pin).
+                with cpu.turn(f"{name} c{concurrency}", FLOOR if name == "floor" else SENDER) as turn:
+                    walls[name] += await run_block(send, name, size, concurrency, turn.latencies)
+                    turn.events = len(turn.latencies)
+                latencies[name] += turn.latencies
             done += size
             print(f"  concurrency {concurrency}: {done}/{n}", file=sys.stderr, flush=True)
         rows += [(name, concurrency, latencies[name], walls[name]) for name in senders]
@@ -190,7 +200,9 @@ def table(rows: list[tuple[str, int, list[float], float]]) -> str:
     return "\n".join(lines)
 
 
-async def run(args: argparse.Namespace, env: dict[str, str], grpc_port: int, http_port: int) -> str:
+async def run(
+    args: argparse.Namespace, env: dict[str, str], grpc_port: int, http_port: int, cpu: CpuMeter
+) -> str:
     transports = args.transports.split(",")
     db = firestore.AsyncClient(project=env["GOOGLE_CLOUD_PROJECT"])
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}")
@@ -204,7 +216,7 @@ async def run(args: argparse.Namespace, env: dict[str, str], grpc_port: int, htt
         senders = {name: available[name] for name in transports}
         levels = [int(c) for c in args.concurrency.split(",")]
         rows = await asyncio.wait_for(
-            measure(senders, args.n, levels, args.warmup, args.block), args.deadline
+            measure(senders, args.n, levels, args.warmup, args.block, cpu), args.deadline
         )
     await channel.close()
     db.close()
@@ -223,7 +235,7 @@ def start(code: str, env: dict[str, str], log: Path, *args: str) -> subprocess.P
         )
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=300, help="measured credits per transport and level (300)")
     parser.add_argument("--concurrency", default="1,8", help="comma list of concurrency levels (1,8)")
@@ -233,7 +245,24 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=30, help="unmeasured credits per transport first (30)")
     parser.add_argument("--block", type=int, default=25, help="credits per interleaved block (25)")
     parser.add_argument("--deadline", type=float, default=600, help="seconds before the run gives up (600)")
-    args = parser.parse_args()
+    add_pin_option(parser)
+    return parser.parse_args()
+
+
+def stop(children: list[subprocess.Popen[bytes]]) -> None:
+    for child in children:
+        child.terminate()
+    for child in children:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(15)
+        if child.poll() is None:
+            child.kill()
+            child.wait(5)
+
+
+def main() -> int:
+    args = parse_args()
+    placement = Placement.choose(args.pin, "points_bench")  # before anything starts: exits 2 if it cannot
     workdir = Path(tempfile.mkdtemp(prefix="points-bench-"))
     stack = EmulatorStack.start(project="bench", log_dir=workdir)
     os.environ.update(stack.env())
@@ -251,23 +280,22 @@ def main() -> int:
         for port in (grpc_port, http_port):
             if not wait_port(port, 40):
                 raise SystemExit(f"a server did not listen on {port}; logs in {workdir}")
+        servers = {"grpc": children[0].pid, "connect": children[1].pid}
+        cpu = CpuMeter(servers, {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}, placement)
+        cpu.pin()
         print(f"running: n={args.n} per transport and level, concurrency {args.concurrency}", file=sys.stderr)
-        result = asyncio.run(run(args, env, grpc_port, http_port))
+        result = asyncio.run(run(args, env, grpc_port, http_port, cpu))
     finally:
-        for child in children:
-            child.terminate()
-        for child in children:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                child.wait(15)
-            if child.poll() is None:
-                child.kill()
-                child.wait(5)
+        stop(children)
         stack.stop()
+        if placement is not None:
+            placement.restore()
     print(
         f"\nCreditPoints, {args.n} credits per transport and level to distinct uids, interleaved blocks of "
         f"{args.block} (one run; both emulators, servers and client on this machine)\n"
     )
     print(result)
+    print_cpu(cpu, ROOT)
     return 0
 
 

@@ -1,6 +1,6 @@
 """Webhook answer latency at a fixed open-loop rate, queue and sync mode, beside a same-run floor.
 
-    python bench/webhook_bench.py [--rate 100] [--duration 30] [--modes floor,queue,sync]
+    python bench/webhook_bench.py [--rate 100] [--duration 30] [--modes floor,queue,sync] [--pin]
 
 Starts both emulators on loopback, applies the topology, then for each mode sends
 signed, realistic ON_ORDER_COMPLETED events (PayNow's shapes, distinct users) at a
@@ -9,8 +9,11 @@ answer does not slow the sender). The floor is a bare script doing the same work
 the queue-mode webhook with no web framework: the same Firestore create (the same
 document) and the same ordered Pub/Sub publish (the same message) per event, at the
 same rate, with the document and message built before the clock starts. Prints a
-Markdown table of p50 / p95 / p99 with the ratio of each p95 to the floor's. Bounded:
-stops by itself.
+Markdown table of p50 / p95 / p99 with the ratio of each p95 to the floor's, then the CPU ms
+per event of each process (each mode's serve, this process as the sender or as the floor, each
+emulator: /proc, sampled at the start and end of every measured segment; `paynow_loadtest.cpu`)
+beside the same segments' p50 / p95. `--pin`: serve on CPU 0, the emulators and the sender on
+CPU 1, the floor on CPU 0 in its segments. Bounded: stops by itself.
 
 The HTTP client is aiohttp: a load generator must cost far less than what it measures.
 Here httpx spent about 2.4 ms of CPU per request in the sending process (aiohttp 0.9 ms),
@@ -36,7 +39,8 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import open_loop  # noqa: E402
+from bench.benchlib import add_pin_option, open_loop, print_cpu  # noqa: E402
+from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.floor import floor_item  # noqa: E402
 from paynow_loadtest.processes import ServiceProcess  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
@@ -122,15 +126,27 @@ class Webhook:
             await self.session.close()
 
 
+async def segment(
+    cpu: CpuMeter, target: Floor | Webhook, mode: str, rate: float, duration: float, tag: str,
+    measured: bool = True,
+) -> tuple[list[float], int]:  # fmt: skip
+    """One segment of `mode`, this process as the floor or the sender (placed for it with --pin); a
+    measured one's CPU per process sampled at its start and end."""
+    with cpu.turn(mode, FLOOR if mode == "floor" else SENDER, measured=measured) as turn:
+        latencies, failures = await target.segment(rate, duration, tag)
+        turn.record(latencies)
+    return latencies, failures
+
+
 async def measure(
-    settings: Settings, urls: dict[str, str], modes: list[str], rate: float, duration: float, rounds: int,
-    warmup: float,
-) -> dict[str, tuple[list[float], int]]:  # fmt: skip
+    settings: Settings, urls: dict[str, str], modes: list[str], args: argparse.Namespace, cpu: CpuMeter
+) -> dict[str, tuple[list[float], int]]:
     """The floor and queue mode take turns in short segments, so both see the same machine.
 
     Sync mode runs last, alone: at this rate its transactions saturate the Firestore
     emulator, whose catching up would otherwise slow the segments that follow.
     """
+    rate, duration, rounds = args.rate, args.duration, args.rounds
     targets: dict[str, Floor | Webhook] = {
         m: Floor(settings) if m == "floor" else Webhook(urls[m]) for m in modes
     }
@@ -140,23 +156,26 @@ async def measure(
         # Unmeasured traffic first, in turns: connections open, and the emulators' JVMs compile
         # their hot paths (their latency falls for the first tens of seconds of traffic).
         for mode in turns:
-            await targets[mode].segment(rate, warmup / max(len(turns), 1), f"warm-{mode}")
+            warm_s = args.warmup / max(len(turns), 1)
+            await segment(cpu, targets[mode], mode, rate, warm_s, f"warm-{mode}", measured=False)
         for r in range(rounds):
             # Counterbalanced (A, B), (B, A), ...: the machine drifts during a run, and whoever always
             # went first would always meet it worse.
             for mode in turns if r % 2 == 0 else turns[::-1]:
-                latencies, failures = await targets[mode].segment(rate, duration / rounds, f"{mode}-{r}")
+                latencies, failures = await segment(
+                    cpu, targets[mode], mode, rate, duration / rounds, f"{mode}-{r}"
+                )
                 results[mode] = (results[mode][0] + latencies, results[mode][1] + failures)
         if "sync" in targets:
-            await targets["sync"].segment(rate, 1, "warm-sync")
-            results["sync"] = await targets["sync"].segment(rate, duration, "sync")
+            await segment(cpu, targets["sync"], "sync", rate, 1, "warm-sync", measured=False)
+            results["sync"] = await segment(cpu, targets["sync"], "sync", rate, duration, "sync")
     finally:
         for target in targets.values():
             await target.close()
     return results
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=100, help="events per second (default 100)")
     parser.add_argument("--duration", type=float, default=30, help="seconds per mode (default 30)")
@@ -165,7 +184,29 @@ def main() -> int:
     parser.add_argument(
         "--warmup", type=float, default=20, help="seconds of unmeasured traffic first, shared (default 20)"
     )
-    args = parser.parse_args()
+    add_pin_option(parser)
+    return parser.parse_args()
+
+
+def print_latencies(args: argparse.Namespace, results: dict[str, tuple[list[float], int]]) -> None:
+    floor_p95 = percentile(results["floor"][0], 95) if "floor" in results else float("nan")
+    print(
+        f"\nWebhook answer latency, {args.rate:g}/s open loop, {args.duration:g} s per mode; floor and queue "
+        f"in {args.rounds} interleaved segments, sync after them (one run, both emulators here)\n"
+    )
+    print("| mode | requests | non-2xx | p50 ms | p95 ms | p99 ms | p95 / floor p95 |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for mode, (lat, failures) in results.items():
+        p95 = percentile(lat, 95)
+        print(
+            f"| {mode} | {len(lat)} | {failures} | {statistics.median(lat):.2f} | {p95:.2f} | "
+            f"{percentile(lat, 99):.2f} | {p95 / floor_p95:.2f}x |"
+        )
+
+
+def main() -> int:
+    args = parse_args()
+    placement = Placement.choose(args.pin, "webhook_bench")  # before anything starts: exits 2 if it cannot
     workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
     stack = EmulatorStack.start(project="bench", log_dir=workdir)
     os.environ.update(stack.env())
@@ -193,32 +234,20 @@ def main() -> int:
                     "serve", {**env, "WEBHOOK_MODE": mode, "PORT": str(port)}, workdir, port=port
                 ).wait_ready()
         urls = {m: f"http://127.0.0.1:{p.port}/api/paynow/webhook" for m, p in servers.items()}
-        print(
-            f"running {', '.join(modes)} in turns: {args.rate:g}/s, {args.duration:g} s each in "
-            f"{args.rounds} segments ...",
-            file=sys.stderr,
-            flush=True,
-        )
-        results = asyncio.run(
-            measure(settings, urls, modes, args.rate, args.duration, args.rounds, args.warmup)
-        )
+        service = {f"serve ({mode})": server.process.pid for mode, server in servers.items()}
+        cpu = CpuMeter(service, {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}, placement)
+        cpu.pin()
+        print(f"running {', '.join(modes)} in turns: {args.rate:g}/s, {args.duration:g} s each in "
+              f"{args.rounds} segments ...", file=sys.stderr, flush=True)  # fmt: skip
+        results = asyncio.run(measure(settings, urls, modes, args, cpu))
     finally:
         for server in servers.values():
             server.stop()
         stack.stop()
-    floor_p95 = percentile(results["floor"][0], 95) if "floor" in results else float("nan")
-    print(
-        f"\nWebhook answer latency, {args.rate:g}/s open loop, {args.duration:g} s per mode; floor and queue "
-        f"in {args.rounds} interleaved segments, sync after them (one run, both emulators here)\n"
-    )
-    print("| mode | requests | non-2xx | p50 ms | p95 ms | p99 ms | p95 / floor p95 |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for mode, (lat, failures) in results.items():
-        p95 = percentile(lat, 95)
-        print(
-            f"| {mode} | {len(lat)} | {failures} | {statistics.median(lat):.2f} | {p95:.2f} | "
-            f"{percentile(lat, 99):.2f} | {p95 / floor_p95:.2f}x |"
-        )
+        if placement is not None:
+            placement.restore()
+    print_latencies(args, results)
+    print_cpu(cpu, ROOT)
     return 0
 
 

@@ -1,7 +1,7 @@
 """Worker processing time and publish-to-processed lag at a fixed open-loop rate, beside a same-run floor.
 
     python bench/worker_bench.py [--rate 50] [--duration 30] [--block 10] [--warmup 10] [--users 500]
-                                 [--two-read-floor]
+                                 [--two-read-floor] [--pin]
 
 Starts both emulators on loopback, applies the topology (the design's values), and starts
 the real `paynow-service worker` (streaming pull, LOG_LEVEL=INFO) as its own process.
@@ -26,6 +26,12 @@ event marker with the service's fields. What it leaves out (the worker's second 
 round trip, decoding, the rules, plugins, locks, Pub/Sub) is the worker's own cost.
 `--two-read-floor` adds a floor that reads in the worker's two round trips.
 
+CPU (the benchmark protocol, `paynow_loadtest.cpu`): the worker's, this process's (the publisher
+in the worker's blocks, the floor in its own) and each emulator's, sampled at the start and end of
+every measured block, printed as CPU ms per event beside the blocks' p50 / p95 (the floor's
+transactions; the worker's `processing_ms`). `--pin`: the worker on CPU 0, the emulators and the
+publisher on CPU 1, the floor on CPU 0 in its blocks.
+
 Prints a Markdown table (p50 / p95 / p99, processing ratios to the floor) and the targets
 of issue 5: processing p95 within 2x of the floor's and below 50 ms; lag p95 below 1 s.
 Bounded: every publish and transaction has a timeout, the drain has a deadline, and it
@@ -36,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import statistics
@@ -56,7 +61,8 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import floor_entry, open_loop  # noqa: E402
+from bench.benchlib import LogTail, add_pin_option, floor_entry, open_loop, print_cpu  # noqa: E402
+from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.processes import ServiceProcess  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack  # noqa: E402
@@ -163,30 +169,6 @@ def floor_credit(db: firestore.AsyncClient, reads: int = 1) -> Callable[[Payment
 # ---------------------------------------------------------------------------------------------
 
 
-class LogTail:
-    """The worker's JSON log lines, read incrementally."""
-
-    def __init__(self, path: Path) -> None:
-        self._path = path
-        self._offset = 0
-        self._partial = b""
-
-    def lines(self) -> list[dict[str, Any]]:
-        with open(self._path, "rb") as f:
-            f.seek(self._offset)
-            chunk = f.read()
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        *complete, self._partial = data.split(b"\n")
-        out = []
-        for raw in complete:
-            with contextlib.suppress(ValueError):
-                line = json.loads(raw)
-                if isinstance(line, dict):
-                    out.append(line)
-        return out
-
-
 @dataclass
 class WorkerRun:
     """Everything measured about the worker's events (ids are event ids)."""
@@ -273,6 +255,7 @@ class Clients:
     tail: LogTail
     worker: ServiceProcess
     drain_s: float
+    cpu: CpuMeter  # a measured block's CPU per process ("warm-" blocks are not measured)
 
 
 async def floor_block(
@@ -285,7 +268,10 @@ async def floor_block(
         await credit(events[i])
         return True
 
-    return await open_loop(rate, count, one, OP_TIMEOUT_S)
+    with c.cpu.turn(tag, FLOOR, measured=not tag.startswith("warm-")) as turn:
+        latencies, failures = await open_loop(rate, count, one, OP_TIMEOUT_S)
+        turn.record(latencies)
+    return latencies, failures
 
 
 async def worker_block(
@@ -296,18 +282,20 @@ async def worker_block(
     wanted = {e.event_id for e in events}
     run.wanted |= wanted
     signer = EventSigner(c.settings.event_signing_keys)
-    latencies, failures = await publish_all(c.publisher, c.topic, events, rate, run, signer)
-    run.publish_ms += latencies
-    run.publish_failures += failures
-    drained_from = time.monotonic()
-    await wait_processed(c.tail, run, wanted, c.drain_s)
-    run.drain_s = max(run.drain_s, time.monotonic() - drained_from)
+    with c.cpu.turn(tag, SENDER, measured=not tag.startswith("warm-")) as turn:
+        latencies, failures = await publish_all(c.publisher, c.topic, events, rate, run, signer)
+        run.publish_ms += latencies
+        run.publish_failures += failures
+        drained_from = time.monotonic()
+        await wait_processed(c.tail, run, wanted, c.drain_s)
+        run.drain_s = max(run.drain_s, time.monotonic() - drained_from)
+        turn.record([run.processing_ms[i] for i in wanted if i in run.processing_ms])  # per processed event
     if (code := c.worker.process.poll()) is not None:
         raise SystemExit(f"the worker exited with {code}; log: {c.worker.log_path}")
 
 
 async def measure(
-    settings: Settings, worker: ServiceProcess, args: argparse.Namespace
+    settings: Settings, worker: ServiceProcess, args: argparse.Namespace, cpu: CpuMeter
 ) -> tuple[list[float], int, list[float], WorkerRun]:
     """Warm-up (unmeasured), then floor and worker blocks in turn, so drift hits both alike."""
     c = Clients(
@@ -318,6 +306,7 @@ async def measure(
         tail=LogTail(worker.log_path),
         worker=worker,
         drain_s=args.drain,
+        cpu=cpu,
     )
     floor: list[float] = []
     floor_failures = 0
@@ -419,7 +408,7 @@ def report(
         print(f"- {'met' if ok else 'MISSED'}: {text}")
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rate", type=float, default=50, help="events per second (default 50)")
     parser.add_argument("--duration", type=float, default=30, help="measured seconds per side (default 30)")
@@ -430,9 +419,16 @@ def main() -> int:
         "--two-read-floor", action="store_true", help="also a floor with two read round trips, as the worker"
     )
     parser.add_argument("--drain", type=float, default=120, help="seconds to wait for a block's events (120)")
+    add_pin_option(parser)
     args = parser.parse_args()
     if args.rate <= 0 or args.duration <= 0 or args.block <= 0 or args.users < 1 or args.warmup < 0:
         parser.error("rate, duration, block and users must be positive, warmup at least 0")
+    return args
+
+
+def main() -> int:
+    args = parse_args()
+    placement = Placement.choose(args.pin, "worker_bench")  # before anything starts: exits 2 if it cannot
     workdir = Path(tempfile.mkdtemp(prefix="worker-bench-"))
     stack = EmulatorStack.start(project="bench", log_dir=workdir)
     os.environ.update(stack.env())
@@ -453,14 +449,20 @@ def main() -> int:
         finally:
             infra.close()
         worker = ServiceProcess("worker", env, workdir)
+        emulators = {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}
+        cpu = CpuMeter({"worker": worker.process.pid}, emulators, placement)
+        cpu.pin()
         wait_log(worker, "Worker pulling", 40)
         print(f"running: {args.rate:g}/s, {args.duration:g} s per side", file=sys.stderr, flush=True)
-        floor, floor_failures, floor2, run = asyncio.run(measure(settings, worker, args))
+        floor, floor_failures, floor2, run = asyncio.run(measure(settings, worker, args, cpu))
     finally:
         if worker is not None:
             worker.stop()
         stack.stop()
+        if placement is not None:
+            placement.restore()
     report(args, floor, floor_failures, floor2, run)
+    print_cpu(cpu, ROOT)
     print(f"\nlogs in {workdir}", file=sys.stderr)
     return 1 if len(run.processed_at) < len(run.published_at) else 0
 

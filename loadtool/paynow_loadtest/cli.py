@@ -5,6 +5,7 @@ with the invariants checked from Firestore itself and a same-run floor.
     paynow-service loadtest --rate 30 --duration 10 --floor-duration 5
     paynow-service loadtest --find-max         # raise the rate until answer p95 > 50 ms or errors
     paynow-service loadtest --worker push      # Pub/Sub pushes to the HTTP app instead of the pull worker
+    paynow-service loadtest --pin              # pinned: serve and worker on CPU 0, the rest on CPU 1
     paynow-service loadtest --url http://127.0.0.1:8080/api/paynow/webhook   # an already-running stack
     paynow-loadtest ARGS, python -m paynow_loadtest ARGS   # the same tool
 
@@ -56,6 +57,14 @@ and the service and the floor take turns in short segments (--rounds), so both m
 machine. Answer p95 is reported as a ratio to the floor's. (`--find-max` drives its floor
 apart, to a topic nobody consumes: the worker could not follow the floor's maximum.)
 
+CPU (the benchmark protocol, `cpu`): each process's CPU time (serve, worker, this process as the
+sender in the service's turns and as the floor in its own, each emulator) is read from /proc at the
+start and the end of every measured turn and reported as CPU ms per event beside the turns' p50 and
+p95. `--pin` pins serve and the worker on CPU 0 (a core of their own, as on Cloud Run), the emulators
+and the sender on CPU 1, and the floor on CPU 0 in its turns; without it every process runs unpinned.
+With fewer than 2 CPUs `--pin` says it cannot pin and exits 2. The report names the mode and the
+commit (what `git rev-parse --short HEAD` prints for the checkout, read from its .git).
+
 Writes load-<time>.json, .md and .png (latency over time, matplotlib) to --out (default: the
 checkout's bench/results/). Bounded: every request has a timeout, retries are capped, every
 wait has a deadline.
@@ -71,13 +80,14 @@ import uuid
 from collections.abc import Sequence
 from pathlib import Path
 
+from paynow_loadtest.cpu import CpuMeter, Placement
 from paynow_loadtest.driver import WebhookSender
 from paynow_loadtest.expectation import Expectation
 from paynow_loadtest.find_max import find_max
 from paynow_loadtest.floor import FloorTarget, floor_topic
 from paynow_loadtest.markdown import print_table
 from paynow_loadtest.phases import Run, interleaved, verify, warm_up
-from paynow_loadtest.processes import RssSampler
+from paynow_loadtest.processes import LogCount, RssSampler
 from paynow_loadtest.report import Measured, build_result, write_reports
 from paynow_loadtest.spends import SpendBook
 from paynow_loadtest.stack import Stack, open_stack
@@ -120,6 +130,9 @@ def _load_options(parser: argparse.ArgumentParser) -> None:
         "(at INFO the worker's log gives processing_ms)")  # fmt: skip
     add("--out", type=Path, default=default_out(), help="report directory (default: %(default)s)")
     add("--port", type=int, default=0, help="HTTP port of the serve process it starts")
+    add("--pin", action="store_true",
+        help="pinned mode: serve and the worker on CPU 0, the emulators and the sender on CPU 1, the floor "
+        "on CPU 0 in its turns (needs 2 CPUs: else it exits 2); default: unpinned")  # fmt: skip
 
 
 def _find_max_options(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +183,15 @@ def parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.
     return args
 
 
-def _new_run(args: argparse.Namespace, stack: Stack) -> Run:
+def _worker_count(stack: Stack) -> dict[str, LogCount]:
+    """The pull worker's own count of the messages it handled (its log's "Worker received message" lines,
+    LOG_LEVEL INFO): it may lag behind a turn's webhooks, so its CPU is also given per message handled."""
+    if stack.worker_kind != "pull" or "worker" not in stack.pids or len(stack.worker_logs) != 1:
+        return {}
+    return {"worker": LogCount(stack.worker_logs[0], "Worker received message")}
+
+
+def _new_run(args: argparse.Namespace, stack: Stack, placement: Placement | None) -> Run:
     run_id = uuid.uuid4().hex[:8]
     n_users = args.users or max(20, round(args.rate * args.duration / 6))
     factory, users, rng = new_traffic(stack.catalog, seed=args.seed, users=n_users, run=f"load-{run_id}")
@@ -189,6 +210,7 @@ def _new_run(args: argparse.Namespace, stack: Stack) -> Run:
         sender=WebhookSender(stack.url, stack.secret, expectation, book), run_id=run_id, users=users,
         floor_users=user_ids(f"load-{run_id}", "f", n_users),
         pipeline_floor=FloorTarget(events_topic, EVENTS, expectation, signer),
+        cpu=CpuMeter(stack.service_pids, stack.emulator_pids, placement, _worker_count(stack)),
     )  # fmt: skip
 
 
@@ -220,24 +242,35 @@ def _measure(run: Run) -> Measured:
 def _run(args: argparse.Namespace) -> int:
     started_at = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     args.seed = args.seed if args.seed is not None else random.randrange(1 << 30)
-    with open_stack(args) as stack:
-        run = _new_run(args, stack)
-        print(f"warming up for {args.warmup:g} s ({stack.url}) ...", file=sys.stderr, flush=True)
-        warm = warm_up(run)
-        rss = RssSampler(stack.pids).start()
-        measured = _measure(run)
-        rss_result = rss.stop()
-        print("waiting for the queue to drain and checking the invariants ...", file=sys.stderr, flush=True)
-        verification = verify(stack, run.expectation, run.book, drain_timeout_s=args.drain_timeout)
-        result = build_result(
-            args, stack, started_at, measured, verification, run.expectation, rss_result, run.book
-        )
-        result["warm_up"] = warm
-        print_table(result)
-        report = write_reports(result, measured, args.out)
-        print(f"\nreport: {report} (and .json, .png)")
-        if stack.workdir is not None:
-            print(f"service logs: {stack.workdir}")
+    placement = Placement.choose(args.pin, "load")  # before anything starts: exits 2 if it cannot pin
+    try:
+        with open_stack(args) as stack:
+            run = _new_run(args, stack, placement)
+            run.cpu.pin()
+            print(f"warming up for {args.warmup:g} s ({stack.url}) ...", file=sys.stderr, flush=True)
+            warm = warm_up(run)
+            rss = RssSampler(stack.pids).start()
+            run.measuring = True
+            measured = _measure(run)
+            run.measuring = False
+            rss_result = rss.stop()
+            print(
+                "waiting for the queue to drain and checking the invariants ...", file=sys.stderr, flush=True
+            )
+            verification = verify(stack, run.expectation, run.book, drain_timeout_s=args.drain_timeout)
+            result = build_result(
+                args, stack, started_at, measured, verification, run.expectation, rss_result, run.book,
+                cpu=run.cpu.result(),
+            )  # fmt: skip
+            result["warm_up"] = warm
+            print_table(result)
+            report = write_reports(result, measured, args.out)
+            print(f"\nreport: {report} (and .json, .png)")
+            if stack.workdir is not None:
+                print(f"service logs: {stack.workdir}")
+    finally:
+        if placement is not None:
+            placement.restore()
     return 0 if verification.report.ok and verification.drained and not run.book.inconsistent else 1
 
 

@@ -6,6 +6,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from paynow_loadtest.cpu import cpu_table
 from paynow_loadtest.results import TARGET_P95_MS, fmt
 
 PHASE_COLUMNS = (
@@ -50,7 +51,13 @@ METHOD = (
     "attempts, 1 s initial backoff) on users whose order or subscription was accepted at least 1 s before; "
     "a spend's latency is its whole transaction, contention retries included; an outcome the app's code "
     "does not tell (retries exhausted, 30 s timeout) is settled by re-reading the spend's ledger entry after "
-    "the drain; the invariants check every debit and every wallet in the app's model."
+    "the drain; the invariants check every debit and every wallet in the app's model. "
+    "CPU: each process's utime + stime (/proc/PID/stat, its workers included; this process is the sender "
+    "in the service's turns and the floor in its own) sampled at the start and end of every measured turn, "
+    "summed per phase and divided by the phase's answered requests (the floor's: its deliveries), beside "
+    "the same turns' p50 and p95; the sender's and the floor's CPU include the app's spends of their turns. "
+    "--pin puts serve and the worker on one CPU, the emulators and the sender on the other, the floor on "
+    "the service's CPU in its turns; the report says which mode ran."
 )
 
 
@@ -75,13 +82,16 @@ def _head(result: dict[str, Any], pngs: Sequence[str]) -> list[str]:
         )
     else:
         what = f"{config['rate']:g}/s open loop for {config['duration']:g} s"
+    cpu = result.get("cpu") or {}
+    mode = f"{cpu.get('mode', 'unpinned')}, commit {result.get('commit', 'unknown')}"
     return [
         f"# Load test {result['started_at']}", "",
-        what + f", worker: {config['worker']}, stack: {result['stack']}. {result['machine']}", "",
+        what + f", worker: {config['worker']}, stack: {result['stack']}. {result['machine']}; {mode}.", "",
         "| measure | value | target |", "|---|---:|---|", *(_md_row(row) for row in result["table"]), "",
         "## Answer latency", "",
         _md_row(PHASE_COLUMNS), _md_row(["---"] + ["---:"] * (len(PHASE_COLUMNS) - 1)),
         *(_md_row([phase[c] for c in PHASE_COLUMNS]) for phase in [s, *([f] if f else [])]), "",
+        *(["## CPU ms per event", "", *cpu_table(cpu), ""] if cpu.get("phases") else []),
         *(f"![answer latency over time]({png})" for png in pngs), "",
     ]  # fmt: skip
 
@@ -157,6 +167,8 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"Load test: {config['rate']:g}/s for {config['duration']:g} s, worker {config['worker']}{nice}"
         )
+    cpu = result.get("cpu") or {}
+    print(f"{cpu.get('mode', 'unpinned')}, commit {result.get('commit', 'unknown')}, {result['machine']}")
     print("-" * (width + vwidth + 30))
     for name, value, target in result["table"]:
         print(f"{name:<{width}}  {value:<{vwidth}}  {target}")
@@ -170,4 +182,6 @@ def print_table(result: dict[str, Any]) -> None:
         print("  ".join(f"{h:>10}" for h in header))
         for step in fm["steps"]:
             print("  ".join(f"{c!s:>10}" for c in step_cells(step)))
+    if cpu.get("phases"):
+        print("\n" + "\n".join(cpu_table(cpu)) + "\n")
     print(result["invariants"]["summary"])

@@ -7,6 +7,10 @@ drain and the invariants.
   so both meet the same machine; each turn carries its share of the app's spends.
 - `find_max`: raise the rate step by step until answer p95 passes 50 ms or an error answer.
 - `verify`: wait for the queue to drain (bounded), settle the unknown spends, pull the DLQ, check.
+
+Every turn of the sender or the floor goes through `Run.cpu` (`cpu.CpuMeter`): with --pin this process
+moves to the sender's CPU or the floor's for it, and once `Run.measuring` (after the warm-up) each
+process's CPU is sampled at the turn's start and end.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
+from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter
 from paynow_loadtest.driver import WebhookSender, run_async
 from paynow_loadtest.events import EventFactory
 from paynow_loadtest.expectation import Expectation
@@ -53,6 +58,9 @@ class Run:
     users: list[str]
     floor_users: list[str]
     pipeline_floor: FloorTarget  # the service's own collection and topic
+    # Every turn's CPU per process (once measuring) and, with --pin, its placement.
+    cpu: CpuMeter = dataclasses.field(default_factory=lambda: CpuMeter({}, {}))
+    measuring: bool = False  # set after the warm-up
 
     @property
     def expectation(self) -> Expectation:
@@ -71,16 +79,22 @@ class Run:
     def service(
         self, name: str, rate: float, duration: float, deliveries: Sequence[Delivery], spends: Sequence[Spend]
     ) -> PhaseResult:
-        return run_async(self.sender.run(name, rate, duration, deliveries, spends))
+        with self.cpu.turn(name, SENDER, measured=self.measuring) as turn:
+            phase = run_async(self.sender.run(name, rate, duration, deliveries, spends))
+            turn.record(phase.latencies())
+        return phase
 
     def floor(
         self, name: str, rate: float, duration: float, deliveries: Sequence[Delivery],
         spends: Sequence[Spend], target: FloorTarget | None = None,
     ) -> PhaseResult:  # fmt: skip
         target = target or self.pipeline_floor
-        return run_async(
-            run_floor(self.stack.project, target, name, rate, duration, deliveries, spends, self.book)
-        )
+        with self.cpu.turn(name, FLOOR, measured=self.measuring) as turn:
+            phase = run_async(
+                run_floor(self.stack.project, target, name, rate, duration, deliveries, spends, self.book)
+            )
+            turn.record(phase.latencies())
+        return phase
 
 
 def warm_up(run: Run) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """The service's own commands (`paynow-service serve`, `worker`, `grpc` ...) as real child processes,
-and their memory sampled from /proc while they run."""
+their memory sampled from /proc while they run, and the /proc side of the benchmark protocol (`cpu`):
+a process's CPU time (`cpu_ticks`), its CPUs (`pin`, `affinity_text`) and who listens on a port."""
 
 from __future__ import annotations
 
@@ -15,6 +16,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 CLI = [sys.executable, "-m", "paynow_service.entrypoints.cli"]
+CLK_TCK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's times
+# stat's fields 14-17 (utime, stime, cutime, cstime), counted from the state (field 3) after the ")"
+_UTIME, _STIME, _TIMES = 11, 12, slice(11, 15)
 
 
 def wait_port(port: int, timeout: float = 30) -> bool:
@@ -94,6 +98,26 @@ class ServiceProcess:
         return self.process.returncode
 
 
+class LogCount:
+    """How many complete lines of a process's log hold `needle` so far, read incrementally: the events a
+    process that lags behind the traffic (the worker) really handled in a turn (`cpu.CpuMeter`)."""
+
+    def __init__(self, path: Path, needle: str) -> None:
+        self.path, self.needle = path, needle.encode()
+        self.count, self._offset, self._partial = 0, 0, b""
+
+    def __call__(self) -> int:
+        with contextlib.suppress(OSError), open(self.path, "rb") as log:
+            log.seek(self._offset)
+            chunk = log.read()
+            self._offset += len(chunk)
+            data = self._partial + chunk
+            cut = data.rfind(b"\n") + 1
+            self.count += data[:cut].count(self.needle)
+            self._partial = data[cut:]
+        return self.count
+
+
 class RssSampler:
     """Samples VmRSS of some processes from /proc (no dependency) every `interval_s`."""
 
@@ -144,3 +168,104 @@ class RssSampler:
             }
             for name, pid in self.pids.items()
         }
+
+
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields from the state on (the name in parentheses may hold spaces); None when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def process_tree() -> dict[int, list[int]]:
+    """Each live process's children, from the ppid of every /proc/PID/stat (no /proc/PID/task/*/children
+    on kernels without CONFIG_PROC_CHILDREN)."""
+    tree: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None:
+            tree.setdefault(int(fields[1]), []).append(int(entry.name))
+    return tree
+
+
+def cpu_ticks(pid: int, *, children: bool = True, tree: dict[int, list[int]] | None = None) -> int | None:
+    """CPU time of `pid` in clock ticks (CLK_TCK a second): utime + stime of /proc/PID/stat, every thread.
+    With `children` (a process with workers), also the children it waited for (cutime + cstime) and its
+    live descendants, each the same way. None when the process is gone."""
+    fields = _stat(pid)
+    if fields is None:
+        return None
+    if not children:
+        return int(fields[_UTIME]) + int(fields[_STIME])
+    tree = process_tree() if tree is None else tree
+    total = sum(int(value) for value in fields[_TIMES])
+    for child in tree.get(pid, []):
+        total += cpu_ticks(child, tree=tree) or 0
+    return total
+
+
+def threads(pid: int, *, children: bool = True) -> list[int]:
+    """Every thread id of `pid` (and, with `children`, of its live descendants)."""
+    pids = [pid]
+    if children:
+        tree = process_tree()
+        for parent in pids:  # grows while walked: breadth first
+            pids += tree.get(parent, [])
+    found: list[int] = []
+    for each in pids:
+        with contextlib.suppress(OSError):
+            found += [int(task.name) for task in Path(f"/proc/{each}/task").iterdir()]
+    return found
+
+
+def pin(pid: int, cpus: set[int], *, children: bool = True) -> None:
+    """Every thread of `pid` (and of its descendants) on `cpus`, as `taskset -a -p` does: one
+    `os.sched_setaffinity` per thread. Repeated until no thread is left elsewhere: a thread started
+    meanwhile inherits its creator's CPUs; the ones started later inherit these."""
+    for _ in range(5):
+        moved = False
+        for tid in threads(pid, children=children):
+            with contextlib.suppress(OSError):  # a thread that ended meanwhile
+                if os.sched_getaffinity(tid) != cpus:
+                    os.sched_setaffinity(tid, cpus)
+                    moved = True
+        if not moved:
+            return
+
+
+def affinity_text(pid: int) -> str:
+    """The CPUs `pid` may run on, as `taskset -c` writes them ("0", "0-1", "0,2"); "?" when gone."""
+    try:
+        cpus = sorted(os.sched_getaffinity(pid))
+    except OSError:
+        return "?"
+    runs: list[list[int]] = []
+    for cpu in cpus:
+        if runs and cpu == runs[-1][-1] + 1:
+            runs[-1].append(cpu)
+        else:
+            runs.append([cpu])
+    return ",".join(str(r[0]) if len(r) == 1 else f"{r[0]}-{r[-1]}" for r in runs)
+
+
+def listening_pid(port: int) -> int | None:
+    """The process listening on TCP `port` (an emulator this tool did not start), from /proc/net/tcp and
+    the socket links of /proc/PID/fd; None when none is found (or it belongs to someone else)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cells = line.split()
+                if len(cells) > 9 and cells[3] == "0A" and int(cells[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{cells[9]}]")
+    if not inodes:
+        return None
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    if os.readlink(fd) in inodes:
+                        return int(entry.name)
+    return None

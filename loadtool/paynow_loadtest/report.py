@@ -1,6 +1,7 @@
 """The run's result: one dict (written as JSON), its measures table (printed and in the Markdown),
-the pipeline's timing read back from Firestore and the worker's log, and the files of the report
-(`load-<time>.json`, `.md` and `.png`, see `markdown` and `plots`)."""
+the pipeline's timing read back from Firestore and the worker's log, each process's CPU ms per event
+(`cpu`), and the files of the report (`load-<time>.json`, `.md` and `.png`, see `markdown` and
+`plots`)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from paynow_loadtest.cpu import FLOOR, commit, ms_per_event
 from paynow_loadtest.expectation import Expectation
 from paynow_loadtest.invariants import InvariantReport
 from paynow_loadtest.markdown import METHOD, render_markdown
@@ -147,6 +149,24 @@ def measures_table(
     ]  # fmt: skip
 
 
+def _cpu_rows(cpu: dict[str, Any] | None, m: Measured) -> list[Row]:
+    """The headline of the CPU table: serve's CPU per webhook against the floor's per event, the worker's."""
+    if not cpu or not cpu["phases"]:
+        return []
+    service, floor = m.service.name, m.floor.name if m.floor is not None else ""
+    serve, bare = ms_per_event(cpu, service, "serve"), ms_per_event(cpu, floor, FLOOR)
+    worker = [ms_per_event(cpu, phase, "worker") for phase in (service, floor)]
+    handled = [ms_per_event(cpu, phase, "worker", "ms_per_processed") for phase in (service, floor)]
+    per_message = f"; per message it handled {fmt(handled[0], 2)} vs {fmt(handled[1], 2)}"
+    return [
+        ("serve CPU ms / webhook vs floor CPU ms / event",
+         f"{fmt(serve, 2)} vs {fmt(bare, 2)} ({fmt(ratio(serve, bare), 2)}x)", f"{cpu['mode']}, /proc"),
+        ("worker CPU ms / event: service vs floor turns",
+         f"{fmt(worker[0], 2)} vs {fmt(worker[1], 2)}" + (per_message if not math.isnan(handled[0]) else ""),
+         "every process: CPU ms per event"),
+    ]  # fmt: skip
+
+
 def _config(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
     keys = ("rate", "duration", "users", "seed", "spend_share", "floor_duration", "log_level")
     return {
@@ -157,6 +177,7 @@ def _config(args: argparse.Namespace, stack: Stack) -> dict[str, Any]:
         "step_factor": args.step_factor,
         "warmup": args.warmup,
         "worker_nice": args.worker_nice if stack.worker_kind == "pull" and stack.started else None,
+        "pin": bool(getattr(args, "pin", False)),
     }
 
 
@@ -196,7 +217,7 @@ def _figures(stack: Stack, m: Measured, verification: Verification, s: dict[str,
 
 def build_result(
     args: argparse.Namespace, stack: Stack, started_at: str, m: Measured, verification: Verification,
-    expectation: Expectation, rss: dict[str, Any], book: SpendBook,
+    expectation: Expectation, rss: dict[str, Any], book: SpendBook, cpu: dict[str, Any] | None = None,
 ) -> dict[str, Any]:  # fmt: skip
     s = m.service.summary()
     fl = m.floor.summary() if m.floor is not None else None
@@ -208,8 +229,11 @@ def build_result(
         figures["timing"]["lag_ms"],
     )
     spend_run = book.summary()
+    table = measures_table(args, m, s, fl, figures, verification, rss, spend_run)
+    table[-1:-1] = _cpu_rows(cpu, m)  # before the invariants' verdict
     return {
         "started_at": started_at,
+        "commit": commit(),
         "machine": f"{os.cpu_count()} cores, Python {sys.version.split()[0]}",
         "stack": ", ".join(stack.started) or f"existing at {stack.url}",
         "config": _config(args, stack),
@@ -223,6 +247,7 @@ def build_result(
         "throughput": {"achieved_send_rate": s["achieved_rate"], "accepted_per_s": figures["accepted_per_s"],
                        "worker_per_s": timing["worker_throughput"], "processed_by": timing["processed_by"]},
         "rss": rss,
+        "cpu": cpu,
         "drain": {"drained": verification.drained, "seconds": round(verification.drain_s, 1),
                   "pending": dict(list(verification.pending.items())[:10])},
         "invariants": {**inv.to_dict(), "summary": inv.summary()},
@@ -234,7 +259,7 @@ def build_result(
             "skipped": m.service.skipped + (m.floor.skipped if m.floor is not None else 0),
         },
         "find_max": m.find_max,
-        "table": measures_table(args, m, s, fl, figures, verification, rss, spend_run),
+        "table": table,
         "method": METHOD,
         "logs": [str(p) for p in stack.worker_logs],
     }  # fmt: skip

@@ -4,6 +4,8 @@ Started: both emulators (or the ones at --pubsub-host/--firestore-host), `infra 
 fast test overrides (ack deadline 10 s, backoff 1-2 s), `paynow-service serve` in queue mode and
 the pull worker at --worker-nice (or Pub/Sub pushing to serve), as child processes
 (`processes.ServiceProcess`). An existing stack's settings come from the environment or the flags.
+The processes' ids are kept for the report's memory and CPU (`Stack.pids`, `Stack.emulator_pids`:
+an emulator the tool did not start is found by the loopback port it listens on).
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import secrets
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from paynow_loadtest.processes import ServiceProcess, wait_port
+from paynow_loadtest.processes import ServiceProcess, listening_pid, wait_port
 from paynow_service.adapters.emulators import EmulatorStack, free_port
 from paynow_service.adapters.pubsub_infra import InfraOverrides, PubSubInfra, desired_topology
 from paynow_service.config import Settings
@@ -51,10 +53,26 @@ class Stack:
     secret: str
     catalog: Catalog
     worker_kind: str
-    pids: dict[str, int] = field(default_factory=dict)
+    pids: dict[str, int] = field(default_factory=dict)  # "server", "worker"
     worker_logs: list[Path] = field(default_factory=list)
     workdir: Path | None = None
     started: list[str] = field(default_factory=list)  # what this tool started itself
+    emulator_pids: dict[str, int] = field(default_factory=dict)  # "firestore", "pubsub"
+
+    @property
+    def service_pids(self) -> dict[str, int]:
+        """The service's processes under the names the CPU table gives them (serve, worker)."""
+        return {("serve" if name == "server" else name): pid for name, pid in self.pids.items()}
+
+
+def emulator_pids(env: Mapping[str, str]) -> dict[str, int]:
+    """The emulators of FIRESTORE_/PUBSUB_EMULATOR_HOST on loopback, by the port each listens on."""
+    pids: dict[str, int] = {}
+    for name, variable in (("firestore", "FIRESTORE_EMULATOR_HOST"), ("pubsub", "PUBSUB_EMULATOR_HOST")):
+        host, _, port = env.get(variable, "").rpartition(":")
+        if host in ("127.0.0.1", "localhost") and port.isdigit() and (pid := listening_pid(int(port))):
+            pids[name] = pid
+    return pids
 
 
 @dataclass
@@ -161,12 +179,15 @@ def _start_service(args: argparse.Namespace, env: dict[str, str], workdir: Path,
         started.processes.append(worker)
         pids["worker"] = worker.process.pid
         logs = [worker.log_path]
+    emulators = started.emulators
     return Stack(
         url=f"http://127.0.0.1:{port}/api/paynow/webhook", settings=settings,
         project=settings.google_cloud_project, secret=SECRET, catalog=Catalog.from_toml(CATALOG),
         worker_kind=args.worker, pids=pids, worker_logs=logs, workdir=workdir,
         started=[*(["emulators"] if started.emulators else []), "serve",
                  *(["worker"] if args.worker == "pull" else [])],
+        emulator_pids=({"firestore": emulators.firestore.pid, "pubsub": emulators.pubsub.pid}
+                       if emulators is not None else emulator_pids(env)),
     )  # fmt: skip
 
 
@@ -195,4 +216,5 @@ def existing_stack(args: argparse.Namespace) -> Stack:
         worker_kind=args.worker,
         pids={k: v for k, v in pids.items() if v},
         worker_logs=[Path(p) for p in args.worker_log],
+        emulator_pids=emulator_pids(os.environ),
     )

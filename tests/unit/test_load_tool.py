@@ -8,25 +8,36 @@ from __future__ import annotations
 
 import argparse
 import ast
+import contextlib
 import json
+import math
+import os
 import random
+import signal
+import socket
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from google.api_core import exceptions as gexc
 
 from paynow_loadtest.app_double import INCONSISTENT_PROMO_BALANCE, INSUFFICIENT_POINTS, AppError
+from paynow_loadtest.cli import main as cli_main
 from paynow_loadtest.cli import parse_args
+from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement, Turn, commit, cpu_table, ms_per_event
 from paynow_loadtest.driver import open_loop
 from paynow_loadtest.events import EventFactory
 from paynow_loadtest.expectation import Expectation
 from paynow_loadtest.invariants import check
+from paynow_loadtest.markdown import print_table
 from paynow_loadtest.phases import Verification, slices
+from paynow_loadtest.processes import CLK_TCK, LogCount, cpu_ticks, listening_pid, process_tree, threads
 from paynow_loadtest.report import Measured, build_result, write_reports
 from paynow_loadtest.results import PhaseResult, Sample, SpendSample, SpendStats
 from paynow_loadtest.spends import SpendBook, spend_outcome
-from paynow_loadtest.stack import CATALOG, Stack
+from paynow_loadtest.stack import CATALOG, Stack, emulator_pids
 from paynow_loadtest.state import State
 from paynow_loadtest.traffic import (
     CREDITING,
@@ -331,3 +342,267 @@ def test_the_service_imports_neither_bench_nor_tests_nor_the_load_tool() -> None
 def test_the_load_tool_imports_neither_bench_nor_tests() -> None:
     for path in (ROOT / "loadtool" / "paynow_loadtest").rglob("*.py"):
         assert not {m for m in _imports(path) if m.split(".")[0] in ("bench", "tests")}, path
+
+
+# ---- the benchmark protocol: CPU per process from /proc, the pinned mode, the report's CPU table ------
+
+BURNER = """
+import os, sys, threading, time
+print("ready", flush=True)
+for line in sys.stdin:
+    if line.startswith("thread"):  # a thread started now: where may it run?
+        seen = []
+        worker = threading.Thread(target=lambda: seen.append(sorted(os.sched_getaffinity(0))))
+        worker.start()
+        worker.join()
+        print(",".join(map(str, seen[0])), flush=True)
+        continue
+    target = time.process_time() + float(line) / 1000  # burn this many ms of CPU, then tell the total
+    while time.process_time() < target:
+        pass
+    print(f"{time.process_time():.4f}", flush=True)
+"""
+TICK_MS = 1000 / CLK_TCK
+
+
+def _start(code: str) -> subprocess.Popen[str]:
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+def _ask(child: subprocess.Popen[str], line: str) -> str:
+    assert child.stdin is not None
+    assert child.stdout is not None
+    child.stdin.write(line + "\n")
+    child.stdin.flush()
+    return child.stdout.readline().strip()
+
+
+def _end(child: subprocess.Popen[str]) -> None:
+    """Killed (its workers too), waited for, its pipes closed."""
+    for pid in [*process_tree().get(child.pid, []), child.pid]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    child.wait(10)
+    for pipe in (child.stdin, child.stdout):
+        if pipe is not None:
+            pipe.close()
+
+
+@pytest.fixture
+def burner() -> Iterator[subprocess.Popen[str]]:
+    child = _start(BURNER)
+    yield child
+    _end(child)
+
+
+def test_the_cpu_sampler_reads_the_cpu_a_child_burned(burner: subprocess.Popen[str]) -> None:
+    before = cpu_ticks(burner.pid)
+    assert before is not None
+    total_s = float(_ask(burner, "300"))  # 300 ms of CPU, on a busy machine however long it takes
+    after = cpu_ticks(burner.pid)
+    assert after is not None
+    assert (after - before) * TICK_MS == pytest.approx(300, abs=2 * TICK_MS + 10)
+    assert after * TICK_MS == pytest.approx(total_s * 1000, abs=2 * TICK_MS + 10)  # the child's own clock
+    _end(burner)
+    assert cpu_ticks(burner.pid) is None  # gone
+
+
+def test_a_process_with_workers_counts_them_and_this_process_does_not_count_its_children() -> None:
+    # A parent whose worker (its child) burns: the parent's CPU includes it; without children, not.
+    parent = _start(
+        f"import subprocess, sys\nsubprocess.run([sys.executable, '-c', {BURNER!r}], check=False)"
+    )
+    try:
+        with_children, alone = cpu_ticks(parent.pid), cpu_ticks(parent.pid, children=False)
+        _ask(parent, "200")  # burnt by the worker, through the parent's own stdin and stdout
+        with_children_after = cpu_ticks(parent.pid)
+        alone_after = cpu_ticks(parent.pid, children=False)
+        assert None not in (with_children, alone, with_children_after, alone_after)
+        assert (with_children_after - with_children) * TICK_MS == pytest.approx(200, abs=2 * TICK_MS + 10)  # type: ignore[operator]
+        assert (alone_after - alone) * TICK_MS <= 2 * TICK_MS  # type: ignore[operator]
+    finally:
+        _end(parent)
+
+
+def test_the_meter_gives_each_process_its_cpu_per_event_beside_the_turns_latencies(
+    burner: subprocess.Popen[str],
+) -> None:
+    meter = CpuMeter({"serve": burner.pid}, {})
+    for _ in range(2):
+        with meter.turn("service", SENDER) as turn:
+            _ask(burner, "100")
+            turn.record([1.0, 2.0, 3.0, 4.0])
+    with meter.turn("warm-up", SENDER, measured=False):
+        _ask(burner, "50")  # not measured: no phase
+    result = meter.result()
+    assert result["mode"] == "unpinned"
+    assert result["processes"] == ["serve", SENDER]
+    phase = result["phases"]["service"]
+    assert list(result["phases"]) == ["service"]
+    assert (phase["turns"], phase["events"], phase["p50_ms"], phase["p95_ms"]) == (2, 8, 2.0, 4.0)
+    assert phase["ms_per_event"]["serve"] == pytest.approx(200 / 8, abs=(4 * TICK_MS + 20) / 8)
+    assert phase["ms_per_event"][SENDER] >= 0  # this process, as the sender, without its children
+    assert phase["cpu_ms"]["serve"] < 200 + 4 * TICK_MS + 20  # the burner's own 300 ms before are not in it
+    assert set(phase["cpus"]) == {"serve", SENDER}
+    assert ms_per_event(result, "service", "serve") == phase["ms_per_event"]["serve"]
+    assert math.isnan(ms_per_event(result, "floor", "serve"))
+
+
+def test_a_process_that_lags_gets_its_cpu_per_message_it_handled_too(
+    burner: subprocess.Popen[str], tmp_path: Path
+) -> None:
+    line = '{"message": "Worker received message"}\n'
+    log = tmp_path / "worker.log"
+    log.write_text(line * 3)
+    count = LogCount(log, "Worker received message")
+    assert count() == 3
+    meter = CpuMeter({"worker": burner.pid}, {}, counters={"worker": count})
+    with meter.turn("service") as turn:
+        _ask(burner, "100")
+        with log.open("a") as handle:
+            handle.write(line * 4 + '{"message": "Worker rec')  # a line being written is not counted yet
+        turn.record([1.0] * 10)  # 10 webhooks in the turn, 4 messages handled by the worker
+    phase = meter.result()["phases"]["service"]
+    assert phase["processed"] == {"worker": 4}
+    assert phase["ms_per_event"]["worker"] == pytest.approx(100 / 10, abs=(2 * TICK_MS + 10) / 10)
+    assert phase["ms_per_processed"]["worker"] == pytest.approx(100 / 4, abs=(2 * TICK_MS + 10) / 4)
+    assert "service: worker 4 events" in "\n".join(cpu_table(meter.result()))
+    with log.open("a") as handle:
+        handle.write('eived message"}\n')
+    assert count() == 8
+
+
+def _affinity(pid: int) -> set[int]:
+    """Where any thread of `pid` (not of its children) may run."""
+    return {cpu for tid in threads(pid, children=False) for cpu in os.sched_getaffinity(tid)}
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="the pinned mode needs 2 CPUs")
+def test_the_pinned_mode_puts_every_thread_on_its_cpu_and_gives_them_back(
+    burner: subprocess.Popen[str],
+) -> None:
+    emulator = _start(
+        "import threading, time\n"
+        + "threading.Thread(target=time.sleep, args=(60,), daemon=True).start()\n" * 3
+        + "print('ready', flush=True)\ntime.sleep(60)"
+    )
+    mine = os.sched_getaffinity(0)
+    placement = Placement.choose(True, "test")
+    assert placement is not None
+    service_cpu, other_cpu = sorted(mine)[:2]
+    try:
+        meter = CpuMeter({"serve": burner.pid}, {"firestore": emulator.pid}, placement)
+        meter.pin()
+        assert _affinity(burner.pid) == {service_cpu}
+        assert len(threads(emulator.pid)) >= 4
+        assert _affinity(emulator.pid) == {other_cpu}  # every thread of it
+        assert _ask(burner, "thread") == str(service_cpu)  # a thread started later inherits it
+        with meter.turn("floor", FLOOR) as turn:  # the floor: on the service's CPU, all its threads
+            assert _affinity(os.getpid()) == {service_cpu}
+            turn.record([1.0])
+        with meter.turn("service", SENDER) as turn:  # the sender: beside the emulators
+            assert _affinity(os.getpid()) == {other_cpu}
+            turn.record([1.0])
+        result = meter.result()
+        assert result["mode"] == "pinned"
+        assert f"CPU {service_cpu}" in result["placement"]
+        assert result["phases"]["floor"]["cpus"] == {"serve": str(service_cpu), FLOOR: str(service_cpu),
+                                                     "firestore": str(other_cpu)}  # fmt: skip
+        assert result["phases"]["service"]["cpus"][SENDER] == str(other_cpu)
+    finally:
+        placement.restore()
+        _end(emulator)
+    assert os.sched_getaffinity(0) == mine
+    assert _affinity(burner.pid) == mine
+
+
+def test_the_pinned_mode_without_two_cpus_says_it_cannot_pin_and_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert Placement.choose(False, "load") is None
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
+    with pytest.raises(SystemExit) as exit_:
+        Placement.choose(True, "load")
+    assert exit_.value.code == 2
+    assert "cannot pin" in capsys.readouterr().err
+    # The load tool checks before it starts anything (no emulator, no serve).
+    monkeypatch.setattr("paynow_loadtest.cli.open_stack", lambda args: pytest.fail("started"))
+    assert cli_main(["--pin", "--duration", "1"]) == 2
+    assert "cannot pin" in capsys.readouterr().err
+    assert parse_args([]).pin is False
+
+
+def test_the_report_has_a_cpu_table_per_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    args = parse_args(["--rate", "10", "--duration", "4", "--out", str(tmp_path)])
+    service, floor = PhaseResult("service", 10, 4), PhaseResult("floor", 10, 4)
+    for k in range(20):
+        service.samples.append(Sample(k / 10, 5.0, 200, "queued", "order", 0, f"s{k}"))
+        floor.samples.append(Sample(k / 10, 3.0, 200, "queued", "order", 0, f"f{k}"))
+    service.wall_s = floor.wall_s = 2.0
+    meter = CpuMeter({"serve": 1, "worker": 2}, {"firestore": 3, "pubsub": 4})
+    unit = {"serve": "0-1", "worker": "0-1", "firestore": "0-1", "pubsub": "0-1"}
+    meter.add("service", {"serve": 1500, "worker": 800, SENDER: 300, "firestore": 900, "pubsub": 400},
+              Turn(1000, [5.0] * 1000), 10.0, {**unit, SENDER: "0-1"}, {"worker": 400})  # fmt: skip
+    meter.add("floor", {"serve": 10, "worker": 780, FLOOR: 500, "firestore": 850, "pubsub": 390},
+              Turn(1000, [3.0] * 1000), 10.0, {**unit, FLOOR: "0-1"}, {"worker": 390})  # fmt: skip
+    expectation = Expectation()
+    verification = Verification(True, 1.0, {}, check(expectation, State({}, {}, {}), []), {})
+    stack = Stack("http://127.0.0.1:1/api/paynow/webhook", Settings.from_env({}), "p", "s",
+                  Catalog.from_toml(CATALOG), "pull")  # fmt: skip
+    measured = Measured(service, floor, [], [])
+    result = build_result(args, stack, "now", measured, verification, expectation, {},
+                          SpendBook(expectation, "p"), cpu=meter.result())  # fmt: skip
+    assert result["commit"] == commit(ROOT) != ""
+    rows = {name: (value, target) for name, value, target in result["table"]}
+    assert rows["serve CPU ms / webhook vs floor CPU ms / event"] == (
+        "1.50 vs 0.50 (3.00x)",
+        "unpinned, /proc",
+    )
+    worker = "0.80 vs 0.78; per message it handled 2.00 vs 2.00"  # it lagged: 400 of 1000 in the turns
+    assert rows["worker CPU ms / event: service vs floor turns"][0] == worker
+    text = write_reports(result, measured, tmp_path).read_text()
+    assert "## CPU ms per event" in text
+    assert "CPU ms per event, unpinned" in text
+    assert f"commit {result['commit']}" in text
+    header = (
+        "| phase | turns | events | p50 ms | p95 ms | serve | worker | sender | floor | firestore | pubsub "
+        "| all |"
+    )
+    assert header in text
+    assert "| service | 1 | 1000 | 5.00 | 5.00 | 1.50 | 0.80 | 0.30 | - | 0.90 | 0.40 | 3.90 |" in text
+    assert "| floor | 1 | 1000 | 3.00 | 3.00 | 0.010 | 0.78 | - | 0.50 | 0.85 | 0.39 | 2.53 |" in text
+    assert text.index("## Answer latency") < text.index("## CPU ms per event") < text.index("## Invariants")
+    print_table(result)
+    assert header in capsys.readouterr().out
+
+
+def test_the_commit_is_what_git_rev_parse_short_head_prints(tmp_path: Path) -> None:
+    git = tmp_path / "repo" / ".git"
+    (git / "refs" / "heads").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    sha = "4ec84eb10f32206a5af1375ef2c3542989a435b6"
+    (git / "packed-refs").write_text(f"# pack-refs with: peeled\n{sha} refs/heads/main\n")
+    inside = tmp_path / "repo" / "a" / "b"
+    inside.mkdir(parents=True)
+    assert commit(inside) == "4ec84eb"
+    (git / "refs" / "heads" / "main").write_text("0123456789abcdef0123456789abcdef01234567\n")
+    assert commit(inside) == "0123456"  # a loose ref wins over the packed one
+    (git / "HEAD").write_text(sha + "\n")
+    assert commit(inside) == "4ec84eb"  # detached
+    (tmp_path / "elsewhere").mkdir()
+    assert commit(tmp_path / "elsewhere") in ("unknown", commit(Path("/")))
+
+
+def test_an_emulator_the_tool_did_not_start_is_found_by_its_port() -> None:
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        assert listening_pid(port) == os.getpid()
+        assert emulator_pids({"PUBSUB_EMULATOR_HOST": f"127.0.0.1:{port}"}) == {"pubsub": os.getpid()}
+    assert emulator_pids({"PUBSUB_EMULATOR_HOST": "10.0.0.1:8085"}) == {}  # not on this machine
