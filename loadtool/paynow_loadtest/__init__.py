@@ -16,5 +16,8 @@
 - `phases`: warm-up, the service's and the floor's turns, the final verification; `find_max`;
 - `results`: what a phase measured; `report`, `markdown`, `plots`: the JSON and Markdown report
   and the PNG plot (matplotlib);
+- `cpu`: CPU ms per event of every process (from /proc) and the pinned mode (`--pin`);
+- `round_robin`: a round-robin proxy before several `serve` replicas (bench/replicas_bench.py,
+  tests/chaos/test_replicas.py);
 - `cli`: the options and `main(argv) -> int`.
 """
