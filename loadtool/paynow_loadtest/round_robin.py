@@ -34,13 +34,13 @@ import asyncio
 import contextlib
 import dataclasses
 import ipaddress
-import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
+
+from paynow_loadtest.loop_server import LoopServer
 
 PER = ("request", "connection")
 _CHUNK = 64 * 1024
@@ -202,7 +202,9 @@ def error_answer(status: int, reason: str, error: str) -> bytes:
 # -- the proxy -----------------------------------------------------------------------------------
 
 
-class RoundRobinProxy:
+class RoundRobinProxy(LoopServer):
+    _thread_name = "round-robin proxy"
+
     def __init__(
         self,
         upstreams: Sequence[tuple[str, int]],
@@ -226,6 +228,7 @@ class RoundRobinProxy:
         self.max_lifetime_s = max_lifetime_s
         self.connect_timeout_s = connect_timeout_s
         self.upstream_timeout_s = upstream_timeout_s
+        super().__init__()
         self.max_idle_s = max_idle_s
         self.port = 0
         self.stats = ProxyStats()
@@ -233,11 +236,6 @@ class RoundRobinProxy:
         self._next = 0
         self._idle: list[list[_Upstream]] = [[] for _ in self.upstreams]
         self._clients: set[asyncio.StreamWriter] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
     # -- control (any thread) -------------------------------------------------------------------
     @property
@@ -246,32 +244,6 @@ class RoundRobinProxy:
 
     def url(self, path: str = "") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
-
-    def start(self) -> RoundRobinProxy:
-        self._thread = threading.Thread(target=self._run, name="round-robin-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10) or self._error is not None:
-            raise RuntimeError(f"round-robin proxy did not start: {self._error!r}")
-        return self
-
-    def stop(self) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and self._thread is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-            self._thread.join(10)
-
-    def __enter__(self) -> RoundRobinProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
 
     def snapshot(self) -> list[ReplicaStats]:
         """A copy of every replica's counts, taken on the proxy's loop while it runs."""
@@ -295,13 +267,6 @@ class RoundRobinProxy:
 
     async def _copy(self) -> list[ReplicaStats]:
         return self._copy_now()
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as err:  # reported by start() if it happens before ready
-            self._error = err
-            self._ready.set()
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()

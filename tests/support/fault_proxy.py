@@ -23,11 +23,11 @@ import contextlib
 import ipaddress
 import socket
 import struct
-import threading
 import time
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
+
+from paynow_loadtest.loop_server import LoopServer
 
 MODES = ("pass", "delay", "reset", "blackhole")
 _CHUNK = 64 * 1024
@@ -75,7 +75,9 @@ class _Connection:
             task.cancel()
 
 
-class FaultProxy:
+class FaultProxy(LoopServer):
+    _thread_name = "fault proxy"
+
     def __init__(
         self,
         upstream: tuple[str, int],
@@ -88,17 +90,13 @@ class FaultProxy:
         self.max_connections = max_connections
         self.max_lifetime_s = max_lifetime_s
         self.connect_timeout_s = connect_timeout_s
+        super().__init__()
         self.port = 0
         self.stats = ProxyStats()
         self._mode = "pass"
         self._delay_s = 0.0
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Event | None = None
-        self._stop: asyncio.Event | None = None
         self._connections: set[_Connection] = set()
-        self._ready = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
 
     # -- control (any thread) -------------------------------------------------------------------
     @property
@@ -108,13 +106,6 @@ class FaultProxy:
     @property
     def mode(self) -> str:
         return self._mode
-
-    def start(self) -> FaultProxy:
-        self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10) or self._error is not None:
-            raise RuntimeError(f"fault proxy did not start: {self._error!r}")
-        return self
 
     def set_mode(self, mode: str, *, delay_ms: int = 0) -> None:
         """Switch mode; returns once the proxy applies it (resets happen before it returns)."""
@@ -127,28 +118,7 @@ class FaultProxy:
             raise RuntimeError("fault proxy is not running")
         asyncio.run_coroutine_threadsafe(self._set(mode, delay_ms), loop).result(10)
 
-    def stop(self) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and self._thread is not None and self._thread.is_alive():
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-            self._thread.join(10)
-
-    def __enter__(self) -> FaultProxy:
-        return self.start()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.stop()
-
     # -- the loop -------------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as err:  # reported by start() if it happens before ready
-            self._error = err
-            self._ready.set()
 
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
