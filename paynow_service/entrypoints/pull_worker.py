@@ -14,12 +14,13 @@ import logging
 import signal
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import SubscriberClient
+from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
 from paynow_service import bootstrap
@@ -119,6 +120,11 @@ def _run_streaming(
     stream: Future[Any] = subscriber.subscribe(
         settings.subscription_path(settings.pubsub_subscription),
         callback=_callback(loop, handler),
+        # One callback thread per message in hand: each blocks until the core is done with its
+        # message, and the client's default pool (10 threads) held the worker to 10 in flight.
+        scheduler=ThreadScheduler(
+            ThreadPoolExecutor(max_workers=MAX_IN_FLIGHT, thread_name_prefix="worker-callback")
+        ),
         flow_control=FlowControl(
             max_messages=MAX_IN_FLIGHT,
             # Leases are extended in steps of at most this: messages held by a crashed
