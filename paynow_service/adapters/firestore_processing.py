@@ -123,9 +123,12 @@ class FirestoreProcessor:
         order = order_record(order_id, order_doc)
         parked = parked_events(order_doc)
         uid, subscriptions = cycles_to_read(event, order, mapped_uid, bool(parked))
+        app_record = is_app_record(event_doc)
         state = EventState(
             event_status=(event_doc or {}).get("status"),
-            app_record=is_app_record(event_doc),
+            app_record=app_record,
+            # Ours only: the app's hashes its own re-serialisation of the body, never equal to ours.
+            payload_hash="" if app_record else str((event_doc or {}).get("payloadHash") or ""),
             mapped_uid=mapped_uid,
             order=order,
             now=utcnow(),

@@ -152,6 +152,10 @@ def event_marker(
             receivedAt=now,
             expiresAt=now + ttl,
         )
+        if event.payload_hash:
+            # The worker got here before the webhook's record (published and recorded at the same
+            # time): the webhook's create then finds this record with its own hash, a duplicate.
+            marker["payloadHash"] = event.payload_hash
     if replaces_record:
         marker["takenOverFrom"] = {"by": "app", "appReceivedAt": (record or {}).get("receivedAt")}
     return marker

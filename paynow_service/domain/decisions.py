@@ -26,6 +26,7 @@ class EventState:
 
     event_status: str | None = None  # webhookEvents/{event_id}.status: ours, or the app's
     app_record: bool = False  # the record is the app's, from before cut-over (domain/app_records.py)
+    payload_hash: str = ""  # webhookEvents/{event_id}.payloadHash of our record ("" : none, or the app's)
     mapped_uid: str = ""  # paynowCustomers/{customer_id}.uid
     order: OrderRecord | None = None  # paynowOrders/{order_id} once credited (with its subscriptions' cycles)
     now: datetime | None = None  # the transaction's clock: an event's time when it carries none

@@ -33,7 +33,8 @@ the dead letters' attribute of that name; a log line names an exception's class 
         │   ├── IncompatibleSchemaError
         │   ├── MalformedMessageError
         │   ├── LegacyMessageError
-        │   └── UnverifiedEventError
+        │   ├── UnverifiedEventError
+        │   └── PayloadConflictError
         ├── TransientError
         │   ├── OrderNotCreditedError
         │   ├── ContentionError
@@ -211,6 +212,12 @@ class UnverifiedEventError(TerminalError):
     """The message has no `event_mac`, or one that no configured signing key verifies."""
 
     reason = "unverified_event"
+
+
+class PayloadConflictError(TerminalError):
+    """The event's payload hash differs from its record's: the same event id with another body."""
+
+    reason = "payload_conflict"
 
 
 class OrderNotCreditedError(TransientError):

@@ -96,6 +96,9 @@ class PaymentEvent:
     chargeback: Chargeback | None = None
     schema_version: int = SCHEMA_VERSION
     ordering_key: str = field(default="")
+    # SHA-256 of the webhook body's canonical JSON (webhookEvents.payloadHash), set by the webhook:
+    # the worker refuses an event whose hash differs from its record's ("" : not checked).
+    payload_hash: str = ""
 
     @property
     def ignored(self) -> bool:

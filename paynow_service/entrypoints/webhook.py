@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Awaitable, Mapping
+from dataclasses import replace
 from typing import NamedTuple
 
 from starlette.requests import ClientDisconnect, Request
@@ -157,17 +158,21 @@ class WebhookEndpoint:
             raise ForeignStoreError("event belongs to another store")
         body_hash = payload_hash(envelope.body)
         try:
-            event = event_from_envelope(envelope, received_at_ms=now_ms, sent_at_ms=sent_at_ms)
+            parsed = event_from_envelope(envelope, received_at_ms=now_ms, sent_at_ms=sent_at_ms)
         except InvalidEventError as err:
             bare = PaymentEvent(
                 event_id=envelope.event_id,
                 event_type=envelope.event_type,
                 received_at_ms=now_ms,
                 sent_at_ms=sent_at_ms,
+                payload_hash=body_hash,
             )
             return self._answer(
                 await _durably(self._ingest.ingest_invalid(bare, body_hash, err)), bare, started
             )
+        # The event carries its body's hash: a copy published before the webhook knows whether the id
+        # was recorded with another body is refused by the worker (payload_conflict).
+        event = replace(parsed, payload_hash=body_hash)
         return self._answer(await _durably(self._ingest.ingest(event, body_hash)), event, started)
 
     def _answer(self, result: IngestResult, event: PaymentEvent, started: float) -> Response:

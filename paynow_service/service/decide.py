@@ -5,6 +5,11 @@ returned `Decision` in the same transaction. Nothing here does I/O, so a transac
 retry simply decides again, and every rule is unit-tested without a database. Orders are
 decided in service/order_credits.py, subscriptions in service/subscription_credits.py,
 refunds and disputes step their order's state machines (service/order_disputes.py).
+
+Before anything else the event is checked against its record: the app's records by their
+status (domain/app_records.py); ours by their `payloadHash` (an event carrying another hash
+than its record's is a `payload_conflict`: the webhook may publish a delivery before it knows
+the event id was recorded with another body, SPEC section 5), then by their status.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from paynow_service.domain import events as ev
 from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, app_verdict
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.decisions import Decision, EventState
-from paynow_service.domain.errors import InvalidEventError
+from paynow_service.domain.errors import InvalidEventError, PayloadConflictError
 from paynow_service.domain.orders import order_fields
 from paynow_service.domain.statuses import FINAL_STATUSES
 from paynow_service.service.order_credits import order_decision
@@ -34,8 +39,13 @@ def decide(event: ev.PaymentEvent, state: EventState, hooks: pluggy.HookRelay, c
         if verdict == "unfinished":
             return Decision(result="duplicate", flag=FLAG_APP_UNFINISHED)
         # "take_over": the app never credited it; our record replaces the app's below.
-    elif state.event_status in FINAL_STATUSES:
-        return Decision(result="duplicate")
+    else:
+        if state.payload_hash and event.payload_hash and state.payload_hash != event.payload_hash:
+            # The same event id with another body (a delivery published at the same time as it was
+            # recorded): never processed, whatever the record's status; the record is left alone.
+            raise PayloadConflictError(f"event {event.event_id}: its payload hash differs from its record's")
+        if state.event_status in FINAL_STATUSES:
+            return Decision(result="duplicate")
     if event.ignored:
         return Decision(result="ignored")
     if event.order is not None and event.event_type == ev.ORDER_COMPLETED:

@@ -4,7 +4,9 @@ pull worker and the sync webhook, so every path gives identical results.
 - processed / duplicate / ignored: done, acknowledge.
 - terminal (unknown product, unknown user, invalid event ...): publish to the dead-letter
   topic with its reason, then mark `failed_terminal`; acknowledge only once the DLQ
-  publish is confirmed, otherwise report transient so the message is retried.
+  publish is confirmed, otherwise report transient so the message is retried. A
+  `payload_conflict` (the event id recorded with another body) is dead-lettered and its
+  record left as it is: the record belongs to the other body.
 - transient (Firestore unavailable, contention, order not credited yet): retry, except
   at the last delivery attempt, where the core dead-letters it itself (`dead_lettered`).
 """
@@ -22,7 +24,7 @@ import pluggy
 from paynow_service import metrics
 from paynow_service.domain.catalog import Catalog
 from paynow_service.domain.decisions import Decision, EventState
-from paynow_service.domain.errors import DomainError, TerminalError, TransientError
+from paynow_service.domain.errors import DomainError, PayloadConflictError, TerminalError, TransientError
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.domain.statuses import DecisionResult, FailedStatus, OutcomeStatus
 from paynow_service.logs import log
@@ -177,7 +179,9 @@ class ProcessingCore:
             await self._dead_letters.dead_letter(
                 event, reason=err.reason, error_class=error_class, detail=err.detail, raw=raw
             )
-            await self._events.mark_failed(event.event_id, status, err.reason, err.detail)
+            if not isinstance(err, PayloadConflictError):
+                # A payload conflict's record is another body's, still to be processed or done.
+                await self._events.mark_failed(event.event_id, status, err.reason, err.detail)
             metrics.DEAD_LETTERS.labels(err.reason, error_class).inc()
         except Exception as dlq_err:  # noqa: BLE001 (not confirmed: the message must come back)
             log(

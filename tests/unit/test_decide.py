@@ -24,7 +24,12 @@ from paynow_service.adapters.processing_documents import order_record as _order_
 from paynow_service.domain import events as ev
 from paynow_service.domain.catalog import Catalog, CatalogError, PlanRule, ProductRule
 from paynow_service.domain.decisions import Decision, EventState
-from paynow_service.domain.errors import InvalidEventError, UnknownProductError, UserNotFoundError
+from paynow_service.domain.errors import (
+    InvalidEventError,
+    PayloadConflictError,
+    UnknownProductError,
+    UserNotFoundError,
+)
 from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry, Wallet
 from paynow_service.domain.ledger_rules import KeyRecord, LedgerState, plan, read_set
 from paynow_service.domain.orders import Dispute, OrderRecord
@@ -192,6 +197,41 @@ def test_event_not_yet_final_is_processed(status: str | None) -> None:
     decision = run(order_event(), EventState(event_status=status))
     assert decision.result == "credited"
     assert decision.writes
+
+
+# ---- the event's payload hash against its record's (the webhook publishes while it records) ----
+
+
+@pytest.mark.parametrize("status", [None, "queued", *sorted(FINAL_STATUSES)])
+def test_another_body_than_the_records_is_a_payload_conflict_whatever_the_status(status: str | None) -> None:
+    # A copy published by a delivery of the same id with another body: never credited, not even
+    # answered "duplicate" (it is dead-lettered, so that it can be seen).
+    event = replace(order_event(), payload_hash="b" * 64)
+    with pytest.raises(PayloadConflictError) as raised:
+        run(event, EventState(event_status=status, payload_hash="a" * 64))
+    assert raised.value.reason == "payload_conflict"
+    assert raised.value.error_class == "terminal"
+
+
+def test_the_records_own_body_is_processed_then_a_duplicate() -> None:
+    event = replace(order_event(), payload_hash="a" * 64)
+    assert run(event, EventState(event_status="queued", payload_hash="a" * 64)).result == "credited"
+    assert run(event, EventState(event_status="processed", payload_hash="a" * 64)).result == "duplicate"
+
+
+@pytest.mark.parametrize(("carried", "recorded"), [("", "a" * 64), ("b" * 64, ""), ("", "")])
+def test_a_hash_missing_on_either_side_is_not_compared(carried: str, recorded: str) -> None:
+    # Messages published before the field existed, records the worker wrote without one.
+    event = replace(order_event(), payload_hash=carried)
+    assert run(event, EventState(event_status="queued", payload_hash=recorded)).result == "credited"
+    assert run(event, EventState(event_status="processed", payload_hash=recorded)).result == "duplicate"
+
+
+@pytest.mark.parametrize(("status", "expected"), [("processed", "duplicate"), ("queued", "credited")])
+def test_the_apps_records_are_judged_by_their_status_not_their_hash(status: str, expected: str) -> None:
+    event = replace(order_event(), payload_hash="b" * 64)
+    state = EventState(event_status=status, app_record=True, payload_hash="the-apps-own")
+    assert run(event, state).result == expected
 
 
 # ---- the app's own records, from before cut-over (rawEventType, its statuses) ----

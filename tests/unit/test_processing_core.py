@@ -113,6 +113,16 @@ async def test_terminal_errors_are_dead_lettered_then_marked(error: type[errors.
     assert marker.marks == [("e1", "failed_terminal", error.reason)]
 
 
+async def test_a_payload_conflict_is_dead_lettered_and_its_record_left_to_the_other_body() -> None:
+    c, dlq, marker = core(errors.PayloadConflictError("another body"))
+    outcome = await c.process(EVENT, component="t", delivery_attempt=1, raw=(b"data", {"event_id": "e1"}))
+    assert (outcome.status, outcome.reason, outcome.done) == ("failed_terminal", "payload_conflict", True)
+    assert dlq.letters == [
+        {"reason": "payload_conflict", "error_class": "terminal", "raw": (b"data", {"event_id": "e1"})}
+    ]
+    assert marker.marks == []  # the record is the other body's: not marked failed
+
+
 async def test_terminal_error_with_unconfirmed_dead_letter_is_retried_and_not_marked() -> None:
     c, _, marker = core(errors.UnknownProductError("x"), dlq_fails=True)
     outcome = await c.process(EVENT, component="t", delivery_attempt=1)

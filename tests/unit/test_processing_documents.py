@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from dataclasses import replace
 
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.adapters.processing_documents import (
@@ -136,3 +137,18 @@ def test_the_marker_of_an_event_without_a_record_of_ours() -> None:
     taken = event_marker(REFUND, decision, app, replaces_record=True, now=NOW, ttl=TTL, component="w")
     assert taken["takenOverFrom"] == {"by": "app", "appReceivedAt": NOW - TTL}
     assert taken["orderingKey"] == REFUND.resolved_ordering_key()
+    assert "payloadHash" not in fresh  # an event published without its hash writes none
+
+
+def test_the_marker_written_before_the_webhooks_record_carries_the_events_hash() -> None:
+    # The worker got the message before the webhook's create: the create then meets this hash, its own.
+    event = replace(REFUND, payload_hash="a" * 64)
+    decision = Decision(result="parked", order_id="o1", park=True)
+    fresh = event_marker(event, decision, None, replaces_record=False, now=NOW, ttl=TTL, component="w")
+    assert fresh["payloadHash"] == "a" * 64
+    app = {"rawEventType": "ON_REFUND", "status": "queued", "payloadHash": "the-apps-own"}
+    taken = event_marker(event, decision, app, replaces_record=True, now=NOW, ttl=TTL, component="w")
+    assert taken["payloadHash"] == "a" * 64  # ours replaces the app's record whole
+    ours = event_marker(event, decision, {"status": "queued", "payloadHash": "a" * 64}, replaces_record=False,
+                        now=NOW, ttl=TTL, component="w")  # fmt: skip
+    assert "payloadHash" not in ours  # merged into the webhook's record, whose hash stays

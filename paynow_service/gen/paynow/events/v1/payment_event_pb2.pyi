@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class PaymentEvent(_message.Message):
-    __slots__ = ("event_id", "event_type", "received_at_ms", "sent_at_ms", "uid", "customer_id", "store_id", "ordering_key", "schema_version", "order", "subscription", "refund", "chargeback")
+    __slots__ = ("event_id", "event_type", "received_at_ms", "sent_at_ms", "uid", "customer_id", "store_id", "ordering_key", "schema_version", "payload_hash", "order", "subscription", "refund", "chargeback")
     class OrderLine(_message.Message):
         __slots__ = ("line_id", "product_id", "quantity", "price", "subscription_id", "trial_id", "uid")
         LINE_ID_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +90,7 @@ class PaymentEvent(_message.Message):
     STORE_ID_FIELD_NUMBER: _ClassVar[int]
     ORDERING_KEY_FIELD_NUMBER: _ClassVar[int]
     SCHEMA_VERSION_FIELD_NUMBER: _ClassVar[int]
+    PAYLOAD_HASH_FIELD_NUMBER: _ClassVar[int]
     ORDER_FIELD_NUMBER: _ClassVar[int]
     SUBSCRIPTION_FIELD_NUMBER: _ClassVar[int]
     REFUND_FIELD_NUMBER: _ClassVar[int]
@@ -103,8 +104,9 @@ class PaymentEvent(_message.Message):
     store_id: str
     ordering_key: str
     schema_version: int
+    payload_hash: str
     order: PaymentEvent.Order
     subscription: PaymentEvent.Subscription
     refund: PaymentEvent.Refund
     chargeback: PaymentEvent.Chargeback
-    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., received_at_ms: _Optional[int] = ..., sent_at_ms: _Optional[int] = ..., uid: _Optional[str] = ..., customer_id: _Optional[str] = ..., store_id: _Optional[str] = ..., ordering_key: _Optional[str] = ..., schema_version: _Optional[int] = ..., order: _Optional[_Union[PaymentEvent.Order, _Mapping]] = ..., subscription: _Optional[_Union[PaymentEvent.Subscription, _Mapping]] = ..., refund: _Optional[_Union[PaymentEvent.Refund, _Mapping]] = ..., chargeback: _Optional[_Union[PaymentEvent.Chargeback, _Mapping]] = ...) -> None: ...
+    def __init__(self, event_id: _Optional[str] = ..., event_type: _Optional[str] = ..., received_at_ms: _Optional[int] = ..., sent_at_ms: _Optional[int] = ..., uid: _Optional[str] = ..., customer_id: _Optional[str] = ..., store_id: _Optional[str] = ..., ordering_key: _Optional[str] = ..., schema_version: _Optional[int] = ..., payload_hash: _Optional[str] = ..., order: _Optional[_Union[PaymentEvent.Order, _Mapping]] = ..., subscription: _Optional[_Union[PaymentEvent.Subscription, _Mapping]] = ..., refund: _Optional[_Union[PaymentEvent.Refund, _Mapping]] = ..., chargeback: _Optional[_Union[PaymentEvent.Chargeback, _Mapping]] = ...) -> None: ...
