@@ -15,12 +15,18 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
+import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from paynow_loadtest.cpu import CpuMeter, commit, cpu_table
+from paynow_service.adapters.emulators import EmulatorStack
+from paynow_service.adapters.pubsub_infra import PubSubInfra
+from paynow_service.adapters.pubsub_topology import desired_topology
+from paynow_service.config import Settings
 
 PIN_HELP = (
     "pinned mode: the service's processes on CPU 0, the emulators and this sender on CPU 1, the floor "
@@ -102,3 +108,26 @@ def floor_entry(
         "post": post, "after": post, "delta": {"paid": amount, "promo": 0}, "createdAt": now,
         "createdBy": "floor", "v": 1,
     }  # fmt: skip
+
+
+def start_emulators(prefix: str, catalog: str) -> tuple[EmulatorStack, Path, Path]:
+    """Both emulators for one bench run, their env exported to this process: (stack, work dir, catalog)."""
+    workdir = Path(tempfile.mkdtemp(prefix=prefix))
+    stack = EmulatorStack.start(project="bench", log_dir=workdir)
+    os.environ.update(stack.env())
+    catalog_path = workdir / "catalog.toml"
+    catalog_path.write_text(catalog)
+    return stack, workdir, catalog_path
+
+
+def apply_topology(settings: Settings) -> None:
+    infra = PubSubInfra(settings)
+    try:
+        infra.apply(desired_topology(settings))
+    finally:
+        infra.close()
+
+
+def emulator_pids(stack: EmulatorStack) -> dict[str, int]:
+    """The emulators' processes, for the CPU meter."""
+    return {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}

@@ -39,7 +39,7 @@ from google.cloud import firestore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import add_pin_option, floor_entry, print_cpu  # noqa: E402
+from bench.benchlib import add_pin_option, emulator_pids, floor_entry, print_cpu  # noqa: E402
 from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.processes import wait_port  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
@@ -281,7 +281,7 @@ def main() -> int:
             if not wait_port(port, 40):
                 raise SystemExit(f"a server did not listen on {port}; logs in {workdir}")
         servers = {"grpc": children[0].pid, "connect": children[1].pid}
-        cpu = CpuMeter(servers, {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}, placement)
+        cpu = CpuMeter(servers, emulator_pids(stack), placement)
         cpu.pin()
         print(f"running: n={args.n} per transport and level, concurrency {args.concurrency}", file=sys.stderr)
         result = asyncio.run(run(args, env, grpc_port, http_port, cpu))

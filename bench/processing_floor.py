@@ -63,7 +63,6 @@ import signal
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -76,7 +75,15 @@ from google.pubsub_v1 import PublisherAsyncClient
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import LogTail, add_pin_option, open_loop, print_cpu  # noqa: E402
+from bench.benchlib import (  # noqa: E402
+    LogTail,
+    add_pin_option,
+    apply_topology,
+    emulator_pids,
+    open_loop,
+    print_cpu,
+    start_emulators,
+)
 from bench.worker_bench import (  # noqa: E402
     CATALOG,
     POINTS,
@@ -93,7 +100,6 @@ from paynow_loadtest.processes import ServiceProcess  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
 from paynow_service.adapters.emulators import EmulatorStack  # noqa: E402
 from paynow_service.adapters.firestore_transactions import is_contention  # noqa: E402
-from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.events import PaymentEvent  # noqa: E402
 from paynow_service.domain.provenance import EventSigner  # noqa: E402
@@ -707,11 +713,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     placement = Placement.choose(args.pin, "processing_floor.py")
-    workdir = Path(tempfile.mkdtemp(prefix="processing-floor-"))
-    stack = EmulatorStack.start(project="bench", log_dir=workdir)
-    os.environ.update(stack.env())
-    catalog = workdir / "catalog.toml"
-    catalog.write_text(CATALOG)
+    stack, workdir, catalog = start_emulators("processing-floor-", CATALOG)
     env = {
         **stack.env(),
         "PRODUCT_CATALOG": str(catalog),
@@ -723,14 +725,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker: ServiceProcess | None = None
     meter: CpuMeter | None = None
     try:
-        infra = PubSubInfra(settings)
-        try:
-            infra.apply(desired_topology(settings))
-        finally:
-            infra.close()
+        apply_topology(settings)
         worker = ServiceProcess("worker", env, workdir)
         wait_log(worker, "Worker pulling", 40)
-        emulators = {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}
+        emulators = emulator_pids(stack)
         meter = CpuMeter({"worker": worker.process.pid}, emulators, placement)
         meter.pin()
         print(f"rates {args.rates}/s, {args.duration:g} s each ...", file=sys.stderr, flush=True)

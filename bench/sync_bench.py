@@ -29,7 +29,6 @@ import asyncio
 import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -39,15 +38,21 @@ from google.cloud import firestore
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import add_pin_option, open_loop, print_cpu  # noqa: E402
+from bench.benchlib import (  # noqa: E402
+    add_pin_option,
+    apply_topology,
+    emulator_pids,
+    open_loop,
+    print_cpu,
+    start_emulators,
+)
 from bench.processing_floor import EVENTS_PER_USER, MachineCpu, Profiler, print_profile, py_spy  # noqa: E402
 from paynow_loadtest.cpu import SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.lean_http import LeanClient  # noqa: E402
 from paynow_loadtest.processes import ServiceProcess  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
 from paynow_loadtest.webhook import WEBHOOK_PATH, encode, signed_headers  # noqa: E402
-from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
-from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
+from paynow_service.adapters.emulators import free_port  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.sample_webhooks import build_event  # noqa: E402
 
@@ -224,11 +229,7 @@ def main() -> int:
         if py_spy() is None:
             parser.error("--profile needs py-spy: .venv/bin/pip install py-spy (not a project dependency)")
         args.profile.mkdir(parents=True, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="sync-bench-"))
-    stack = EmulatorStack.start(project="bench", log_dir=workdir)
-    os.environ.update(stack.env())
-    catalog = workdir / "catalog.toml"
-    catalog.write_text(CATALOG)
+    stack, workdir, catalog = start_emulators("sync-bench-", CATALOG)
     port = free_port()
     env = {
         **stack.env(),
@@ -244,13 +245,9 @@ def main() -> int:
     serve: ServiceProcess | None = None
     meter: CpuMeter | None = None
     try:
-        infra = PubSubInfra(settings)
-        try:
-            infra.apply(desired_topology(settings))
-        finally:
-            infra.close()
+        apply_topology(settings)
         serve = ServiceProcess("serve", env, workdir, port=port).wait_ready()
-        emulators = {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}
+        emulators = emulator_pids(stack)
         meter = CpuMeter({"serve": serve.process.pid}, emulators, placement)
         meter.pin()
         result = asyncio.run(measure(settings, serve, meter, args))

@@ -29,7 +29,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 from pathlib import Path
 
 import aiohttp
@@ -39,13 +38,13 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import add_pin_option, open_loop, print_cpu  # noqa: E402
+from bench.benchlib import add_pin_option, emulator_pids, open_loop, print_cpu, start_emulators  # noqa: E402
 from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.floor import floor_item  # noqa: E402
 from paynow_loadtest.processes import ServiceProcess  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
 from paynow_loadtest.webhook import signed_headers  # noqa: E402
-from paynow_service.adapters.emulators import EmulatorStack, free_port  # noqa: E402
+from paynow_service.adapters.emulators import free_port  # noqa: E402
 from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.provenance import ATTR_EVENT_MAC, EventSigner  # noqa: E402
@@ -207,11 +206,7 @@ def print_latencies(args: argparse.Namespace, results: dict[str, tuple[list[floa
 def main() -> int:
     args = parse_args()
     placement = Placement.choose(args.pin, "webhook_bench")  # before anything starts: exits 2 if it cannot
-    workdir = Path(tempfile.mkdtemp(prefix="webhook-bench-"))
-    stack = EmulatorStack.start(project="bench", log_dir=workdir)
-    os.environ.update(stack.env())
-    catalog = workdir / "catalog.toml"
-    catalog.write_text(CATALOG)
+    stack, workdir, catalog = start_emulators("webhook-bench-", CATALOG)
     env = {
         **stack.env(),
         "PAYNOW_WEBHOOK_SECRETS": SECRET,
@@ -235,7 +230,7 @@ def main() -> int:
                 ).wait_ready()
         urls = {m: f"http://127.0.0.1:{p.port}/api/paynow/webhook" for m, p in servers.items()}
         service = {f"serve ({mode})": server.process.pid for mode, server in servers.items()}
-        cpu = CpuMeter(service, {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}, placement)
+        cpu = CpuMeter(service, emulator_pids(stack), placement)
         cpu.pin()
         print(f"running {', '.join(modes)} in turns: {args.rate:g}/s, {args.duration:g} s each in "
               f"{args.rounds} segments ...", file=sys.stderr, flush=True)  # fmt: skip

@@ -43,10 +43,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
-import tempfile
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -61,13 +59,20 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import LogTail, add_pin_option, floor_entry, open_loop, print_cpu  # noqa: E402
+from bench.benchlib import (  # noqa: E402
+    LogTail,
+    add_pin_option,
+    apply_topology,
+    emulator_pids,
+    floor_entry,
+    open_loop,
+    print_cpu,
+    start_emulators,
+)
 from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.processes import ServiceProcess  # noqa: E402
 from paynow_loadtest.results import percentile  # noqa: E402
-from paynow_service.adapters.emulators import EmulatorStack  # noqa: E402
 from paynow_service.adapters.event_codec import encode_event  # noqa: E402
-from paynow_service.adapters.pubsub_infra import PubSubInfra, desired_topology  # noqa: E402
 from paynow_service.config import Settings  # noqa: E402
 from paynow_service.domain.events import PaymentEvent  # noqa: E402
 from paynow_service.domain.paynow import parse_webhook  # noqa: E402
@@ -429,11 +434,7 @@ def parse_args() -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     placement = Placement.choose(args.pin, "worker_bench")  # before anything starts: exits 2 if it cannot
-    workdir = Path(tempfile.mkdtemp(prefix="worker-bench-"))
-    stack = EmulatorStack.start(project="bench", log_dir=workdir)
-    os.environ.update(stack.env())
-    catalog = workdir / "catalog.toml"
-    catalog.write_text(CATALOG)
+    stack, workdir, catalog = start_emulators("worker-bench-", CATALOG)
     env = {
         **stack.env(),
         "PRODUCT_CATALOG": str(catalog),
@@ -443,13 +444,9 @@ def main() -> int:
     settings = Settings.from_env(env)
     worker: ServiceProcess | None = None
     try:
-        infra = PubSubInfra(settings)
-        try:
-            infra.apply(desired_topology(settings))
-        finally:
-            infra.close()
+        apply_topology(settings)
         worker = ServiceProcess("worker", env, workdir)
-        emulators = {"firestore": stack.firestore.pid, "pubsub": stack.pubsub.pid}
+        emulators = emulator_pids(stack)
         cpu = CpuMeter({"worker": worker.process.pid}, emulators, placement)
         cpu.pin()
         wait_log(worker, "Worker pulling", 40)
