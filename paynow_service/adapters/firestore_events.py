@@ -247,9 +247,21 @@ class EventRecords:
         await self.mark(event_id, publishedAt=utcnow())
 
     async def mark_failed(self, event_id: str, status: str, reason: str, detail: str) -> None:
-        await self.mark(
-            event_id, status=status, failureReason=reason, failureDetail=detail[:500], processedAt=utcnow()
-        )
+        """Record a terminal failure. A worker may fail an event before any record exists (it got the
+        message first): the record it starts then carries `receivedAt` and `expiresAt`, so TTL
+        deletes it like any other."""
+        now = utcnow()
+        fields = {
+            "status": status,
+            "failureReason": reason,
+            "failureDetail": detail[:500],
+            "processedAt": now,
+        }
+        ref = self._ref(event_id)
+        try:
+            await bounded(ref.update(fields, timeout=self._timeout), self._bound, "webhookEvents update")
+        except gexc.NotFound:
+            await self.mark(event_id, **fields, receivedAt=now, expiresAt=now + self._ttl)
 
     async def reset_to_queued(self, event_id: str) -> None:
         """A replay: the event is queued again (published by the replay itself)."""
