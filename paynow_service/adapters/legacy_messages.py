@@ -11,14 +11,9 @@ from __future__ import annotations
 import json
 
 
-def is_legacy_message(data: bytes) -> bool:
-    """A message of the app's old publisher: JSON `{version, minCompatible, eventId, eventType, ...}`
-    (any JSON object with a `version` field), never a PaymentEvent."""
-    return legacy_message_detail(data) is not None
-
-
 def legacy_message_detail(data: bytes) -> str | None:
-    """What an operator needs to know of a message of the app's old publisher (None if it is not one).
+    """What an operator needs to know of a message of the app's old publisher (None if it is not one:
+    theirs is any JSON object with a `version` field, never a PaymentEvent).
 
     Ids only (event, order, version): the JSON also carries customer data we never repeat.
     """
