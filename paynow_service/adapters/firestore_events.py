@@ -18,6 +18,7 @@ from google.cloud import firestore
 
 from paynow_service.adapters.event_codec import decode_stored_event, encode_event
 from paynow_service.adapters.firestore_names import EVENTS as EVENTS  # still importable from here
+from paynow_service.adapters.firestore_wire import FirestoreWire
 from paynow_service.adapters.google_errors import TRANSIENT_GOOGLE_ERRORS, bounded, unavailable
 from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, is_app_record
 from paynow_service.domain.errors import (
@@ -67,6 +68,8 @@ class EventRecords:
 
     def __init__(self, db: firestore.AsyncClient, *, ttl_days: int, timeout_s: float) -> None:
         self._db = db
+        # The two writes of every webhook (the create, the publishedAt marks) go out as raw commits.
+        self._wire = FirestoreWire(db)
         self._ttl = dt.timedelta(days=ttl_days)
         self._timeout = timeout_s
         # The client's deadline plus a little: a hard stop when the channel itself hangs.
@@ -79,10 +82,13 @@ class EventRecords:
 
     def _new_record(self, event: PaymentEvent, payload_hash: str) -> dict[str, Any]:
         now = utcnow()
+        order = event.order or event.refund or event.chargeback  # the order it is about, for search
         return {
             "status": "queued",
             "eventType": event.event_type,
             "orderingKey": event.resolved_ordering_key(),
+            "orderId": order.order_id if order is not None and order.order_id else None,
+            "customerId": event.customer_id or None,
             "payloadHash": payload_hash,
             "receivedAt": now,
             "leaseAt": now,
@@ -102,7 +108,7 @@ class EventRecords:
         doc = self._new_record(event, payload_hash)
         try:
             await bounded(
-                self._ref(event.event_id).create(doc, timeout=self._timeout),
+                self._wire.create(EVENTS, event.event_id, doc, self._timeout),
                 self._bound,
                 "webhookEvents create",
             )
@@ -211,11 +217,10 @@ class EventRecords:
             await asyncio.sleep(delay)
         while self._published:
             ids = list(self._published)[:400]
-            batch = self._db.batch()
-            for event_id in ids:
-                batch.set(self._ref(event_id), {"publishedAt": self._published[event_id]}, merge=True)
+            marks = [(event_id, {"publishedAt": self._published[event_id]}) for event_id in ids]
             try:
-                await bounded(batch.commit(timeout=self._timeout), self._bound, "publishedAt marks")
+                marking = self._wire.merge(EVENTS, marks, self._timeout)
+                await bounded(marking, self._bound, "publishedAt marks")
             except Exception as err:  # noqa: BLE001 (lost marks only make sweep publish again)
                 log(
                     logger,

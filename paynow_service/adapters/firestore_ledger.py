@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from google.cloud.firestore import AsyncClient, AsyncTransaction
+from google.cloud.firestore import AsyncClient
 
 from paynow_service.adapters.firestore_names import LEDGER, LEDGER_KEYS, USERS, WALLET, WALLET_DOC
 from paynow_service.adapters.firestore_transactions import UNAVAILABLE, FirestoreTransactions, unavailable
+from paynow_service.adapters.firestore_wire_transaction import WireTransaction
 from paynow_service.adapters.ledger_documents import entry_document, wallet_fields
 from paynow_service.adapters.ledger_listing import list_entries
 from paynow_service.domain.ledger import Balance, EntryRequest, LedgerEntry, LedgerResult
@@ -57,17 +58,17 @@ class FirestoreLedger:
         """Apply the entries in one transaction of their own (all or nothing)."""
         needed = read_set(requests)  # invalid requests fail before any lock or call
 
-        async def work(tx: AsyncTransaction) -> LedgerResult:
+        async def work(tx: WireTransaction) -> LedgerResult:
             reads = await self._read(tx, needed)
             return self.write_phase(tx, reads, requests)
 
         return await self._transactions.run(needed.uids, work)
 
-    async def read_phase(self, tx: AsyncTransaction, requests: Sequence[EntryRequest]) -> LedgerReads:
+    async def read_phase(self, tx: WireTransaction, requests: Sequence[EntryRequest]) -> LedgerReads:
         """Every read the requests need, in one batched call (call before any write of the transaction)."""
         return await self._read(tx, read_set(requests))
 
-    async def _read(self, tx: AsyncTransaction, needed: ReadSet) -> LedgerReads:
+    async def _read(self, tx: WireTransaction, needed: ReadSet) -> LedgerReads:
         refs: dict[tuple[str, ...], Any] = {}
         for uid in needed.uids:
             refs[("user", uid)] = self._db.document(USERS, uid)
@@ -76,11 +77,8 @@ class FirestoreLedger:
             refs[("key", key_id)] = self._db.document(LEDGER_KEYS, key_id)
         for uid, entry_id in needed.entries:
             refs[("entry", uid, entry_id)] = self._entry_ref(uid, entry_id)
-        by_path = {ref.path: name for name, ref in refs.items()}
-        found: dict[tuple[str, ...], dict[str, Any]] = {}
-        async for snap in self._db.get_all(list(refs.values()), transaction=tx, timeout=self._timeout_s):
-            if snap.exists:
-                found[by_path[snap.reference.path]] = snap.to_dict() or {}
+        snaps = await tx.read_all(refs.values())
+        found = {name: snap.to_dict() or {} for name, snap in zip(refs, snaps, strict=True) if snap.exists}
         return LedgerReads(
             state=LedgerState(
                 wallets={u: read_wallet(found.get(("wallet", u))) for u in needed.uids},
@@ -91,7 +89,7 @@ class FirestoreLedger:
         )
 
     def write_phase(
-        self, tx: AsyncTransaction, reads: LedgerReads, requests: Sequence[EntryRequest]
+        self, tx: WireTransaction, reads: LedgerReads, requests: Sequence[EntryRequest]
     ) -> LedgerResult:
         """Decide with the pure rules and buffer the writes; a domain error means nothing is written."""
         now = datetime.now(UTC)

@@ -19,13 +19,13 @@ from typing import Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import firestore
-from google.cloud.firestore_v1.async_transaction import AsyncTransaction
 
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.adapters.firestore_events import utcnow
 from paynow_service.adapters.firestore_ledger import FirestoreLedger
 from paynow_service.adapters.firestore_names import CUSTOMERS, EVENTS, ORDERS, SUBSCRIPTIONS, USERS
 from paynow_service.adapters.firestore_transactions import FirestoreTransactions
+from paynow_service.adapters.firestore_wire_transaction import WireTransaction
 from paynow_service.adapters.processing_documents import (
     credited_entries,
     event_marker,
@@ -74,7 +74,7 @@ class FirestoreProcessor:
         self._ttl = dt.timedelta(days=ttl_days)
 
     async def process(self, event: PaymentEvent, decide: Decide, *, component: str) -> Decision:
-        async def work(tx: AsyncTransaction) -> Decision:
+        async def work(tx: WireTransaction) -> Decision:
             read = await self._read_state(tx, event)
             decision = decide(read.state)
             await self._apply(tx, event, read, decision, component)
@@ -112,7 +112,7 @@ class FirestoreProcessor:
             pass  # the transaction's own reads will meet the same weather and report it
         return keys
 
-    async def _read_state(self, tx: AsyncTransaction, event: PaymentEvent) -> _Read:
+    async def _read_state(self, tx: WireTransaction, event: PaymentEvent) -> _Read:
         db = self._db
         event_ref = db.collection(EVENTS).document(event.event_id)
         customer_ref = db.collection(CUSTOMERS).document(event.customer_id) if event.customer_id else None
@@ -138,31 +138,27 @@ class FirestoreProcessor:
         return _Read(state, event_ref, event_doc, customer_ref, order_ref, order_doc)
 
     async def _documents(
-        self, tx: AsyncTransaction, refs: Sequence[Any | None]
+        self, tx: WireTransaction, refs: Sequence[Any | None]
     ) -> list[dict[str, Any] | None]:
         """Each reference's document (None: no reference, or no document), in one round trip."""
-        wanted = [ref for ref in refs if ref is not None]
-        # AsyncTransaction.get_all awaits an async generator and fails: the client's get_all, in `tx`.
-        fetched = self._db.get_all(wanted, transaction=tx, timeout=self._timeout)
-        snaps = {snap.reference.path: snap async for snap in fetched}
-        found = [snaps.get(ref.path) if ref is not None else None for ref in refs]
-        return [(snap.to_dict() or {}) if snap is not None and snap.exists else None for snap in found]
+        snaps = iter(await tx.read_all(ref for ref in refs if ref is not None))
+        return [next(snaps).to_dict() if ref is not None else None for ref in refs]
 
     async def _cycles(
-        self, tx: AsyncTransaction, uid: str, subscriptions: tuple[str, ...]
+        self, tx: WireTransaction, uid: str, subscriptions: tuple[str, ...]
     ) -> tuple[CreditedEntry, ...]:
         """The cycles credited to these subscriptions of `uid`, by entry id."""
         if not subscriptions:
             return ()
         refs = [self._db.document(USERS, uid, SUBSCRIPTIONS, sid) for sid in subscriptions]
         cycles: list[CreditedEntry] = []
-        async for snap in self._db.get_all(refs, transaction=tx, timeout=self._timeout):
+        for snap in await tx.read_all(refs):
             if snap.exists:
                 cycles.extend(credited_entries((snap.to_dict() or {}).get("cycleEntries")))
         return tuple(sorted(cycles, key=lambda c: c.entry_id))
 
     async def _apply(
-        self, tx: AsyncTransaction, event: PaymentEvent, read: _Read, decision: Decision, component: str
+        self, tx: WireTransaction, event: PaymentEvent, read: _Read, decision: Decision, component: str
     ) -> None:
         if not decision.writes:
             if decision.flag:  # the app's unfinished record: flagged for reconciliation, its status kept
@@ -200,7 +196,7 @@ class FirestoreProcessor:
 
     def _write_order(
         self,
-        tx: AsyncTransaction,
+        tx: WireTransaction,
         event: PaymentEvent,
         read: _Read,
         decision: Decision,

@@ -1,5 +1,11 @@
 """`paynow-service grpc`: PointsService over native gRPC, with grpc.health.v1 and reflection.
 
+Reflection is served as `grpc.reflection.v1` (what current clients, `buf curl` and grpcurl
+among them, ask first) and as `grpc.reflection.v1alpha` (older clients). grpcio-reflection
+ships only v1alpha; the two protocols are the same messages under another package, so the
+v1 service is the same servicer registered under the v1 name, with the v1 file described
+in the descriptor pool so that reflection can describe itself too.
+
 Every PointsService call passes the auth interceptor (Google ID token, or "local" with
 POINTS_AUTH=disabled); health and reflection stay open for probes and tooling. On
 SIGTERM the health status turns NOT_SERVING, new calls still land for `drain_s` while
@@ -18,8 +24,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from paynow_service import bootstrap
 from paynow_service.adapters.oidc import IdTokenVerifier
@@ -47,6 +54,8 @@ _OPTIONS = (
 
 
 _UNDECODABLE = object()
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
@@ -207,8 +216,48 @@ def _server(auth: Authenticator, core: PointsCore) -> tuple[grpc.aio.Server, hea
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
-    reflection.enable_server_reflection((SERVICE_NAME, health_name, reflection.SERVICE_NAME), server)
+    _enable_reflection((SERVICE_NAME, health_name, REFLECTION_V1, reflection.SERVICE_NAME), server)
     return server, health_servicer
+
+
+def _enable_reflection(service_names: tuple[str, ...], server: grpc.aio.Server) -> None:
+    """Reflection v1alpha (grpcio-reflection) and v1: the same servicer under both names."""
+    _describe_reflection_v1()
+    reflection.enable_server_reflection(service_names, server)
+    servicer = reflection.aio.ReflectionServicer(service_names)
+    info = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": info}),)
+    )
+
+
+def _describe_reflection_v1() -> None:
+    """Add grpc/reflection/v1/reflection.proto to the default pool (v1alpha's, renamed), once."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(_REFLECTION_V1_FILE)
+        return
+    except KeyError:
+        pass
+    alpha = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(alpha)
+    old, new = f".{alpha.package}.", ".grpc.reflection.v1."
+    v1 = descriptor_pb2.FileDescriptorProto()
+    v1.CopyFrom(alpha)
+    v1.name, v1.package = _REFLECTION_V1_FILE, "grpc.reflection.v1"
+    v1.ClearField("options")
+    for message in v1.message_type:
+        for field in message.field:
+            if field.type_name.startswith(old):
+                field.type_name = new + field.type_name[len(old) :]
+    for method in (m for service in v1.service for m in service.method):
+        method.input_type = new + method.input_type[len(old) :]
+        method.output_type = new + method.output_type[len(old) :]
+    pool.Add(v1)
 
 
 def _signal_event() -> asyncio.Event:

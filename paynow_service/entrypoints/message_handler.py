@@ -13,6 +13,7 @@ then passes the webhook's own input checks (`validate_event`), or is dead-letter
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Mapping
 
@@ -63,8 +64,16 @@ class MessageHandler:
         return decode_event(data, attributes)
 
     async def handle(
-        self, data: bytes, attributes: Mapping[str, str], *, message_id: str, delivery_attempt: int | None
+        self,
+        data: bytes,
+        attributes: Mapping[str, str],
+        *,
+        message_id: str,
+        delivery_attempt: int | None,
+        published_at: dt.datetime | None = None,
     ) -> Outcome:
+        """`published_at`: when Pub/Sub accepted the message (its publishTime), for the success line's
+        `publish_lag_ms` (publish -> processed, the lag the alerts watch)."""
         base: dict[str, object] = {
             "component": COMPONENT,
             "message_id": message_id,
@@ -103,6 +112,7 @@ class MessageHandler:
                 logger,
                 logging.INFO,
                 "Worker processed event successfully",
+                publish_lag_ms=publish_lag_ms(published_at),
                 points=outcome.points,
                 result=outcome.decision.result if outcome.decision else None,
                 **fields,
@@ -163,3 +173,10 @@ class MessageHandler:
             **base,
         )
         return Outcome("failed_terminal", err.reason, err.detail)
+
+
+def publish_lag_ms(published_at: dt.datetime | None) -> float | None:
+    """Milliseconds from Pub/Sub's publish time to now (None when the message did not say)."""
+    if published_at is None or published_at.tzinfo is None:
+        return None
+    return round((dt.datetime.now(dt.UTC) - published_at).total_seconds() * 1000, 1)

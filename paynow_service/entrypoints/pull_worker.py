@@ -91,6 +91,7 @@ def _callback(loop: _LoopThread, handler: MessageHandler) -> Callable[[Any], Non
                     dict(message.attributes),
                     message_id=message.message_id,
                     delivery_attempt=message.delivery_attempt,
+                    published_at=message.publish_time,
                 ),
                 timeout=HANDLE_TIMEOUT_S,
             )
@@ -253,6 +254,7 @@ async def _handle_batch(handler: MessageHandler, received: Any) -> list[tuple[st
                     dict(message.attributes),
                     message_id=message.message_id,
                     delivery_attempt=item.delivery_attempt or None,
+                    published_at=message.publish_time,
                 )
                 results.append((item.ack_id, outcome.done))
             except Exception:  # noqa: BLE001 (it comes back: nack)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import datetime as dt
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -96,6 +97,18 @@ def _attributes(value: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in value.items() if isinstance(v, str | int | float)}
 
 
+def _publish_time(message: Mapping[str, Any]) -> dt.datetime | None:
+    """The message's publishTime (RFC 3339, as Pub/Sub sends it), or None if absent or unreadable."""
+    value = message.get("publishTime", message.get("publish_time"))
+    if not isinstance(value, str):
+        return None
+    try:
+        stamp = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return stamp if stamp.tzinfo is not None else None
+
+
 def _attempt(envelope: Mapping[str, Any]) -> int | None:
     value = envelope.get("deliveryAttempt", envelope.get("delivery_attempt"))
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
@@ -117,7 +130,7 @@ class PushEndpoint:
             except _REFUSED as err:
                 return self._refuse(err)
         body = await request.body()
-        data, attributes, message_id, attempt, problem = self._unwrap(body)
+        data, attributes, message_id, attempt, published_at, problem = self._unwrap(body)
         if problem:
             # Authenticated but unreadable: keep it, as it came, in the DLQ.
             outcome = await self._handler.handle_undecodable(
@@ -125,7 +138,7 @@ class PushEndpoint:
             )
         else:
             outcome = await self._handler.handle(
-                data, attributes, message_id=message_id, delivery_attempt=attempt
+                data, attributes, message_id=message_id, delivery_attempt=attempt, published_at=published_at
             )
         if outcome.done:
             return Response(status_code=204)
@@ -141,26 +154,26 @@ class PushEndpoint:
         return JSONResponse({"error": refusal.error, "detail": refusal.detail}, status_code=refusal.status)
 
     @staticmethod
-    def _unwrap(body: bytes) -> tuple[bytes, dict[str, str], str, int | None, str]:
-        """(data, attributes, message id, delivery attempt, problem) of a push envelope."""
+    def _unwrap(body: bytes) -> tuple[bytes, dict[str, str], str, int | None, dt.datetime | None, str]:
+        """(data, attributes, message id, delivery attempt, publish time, problem) of a push envelope."""
         try:
             envelope = json.loads(body)
         except (ValueError, UnicodeDecodeError):
-            return b"", {}, "", None, "push body is not JSON"
+            return b"", {}, "", None, None, "push body is not JSON"
         if not isinstance(envelope, dict) or not isinstance(envelope.get("message"), dict):
-            return b"", {}, "", None, "push body has no message object"
+            return b"", {}, "", None, None, "push body has no message object"
         message = envelope["message"]
         attributes = _attributes(message.get("attributes"))
         message_id = str(message.get("messageId") or message.get("message_id") or "")
         attempt = _attempt(envelope)
         raw = message.get("data", "")
         if not isinstance(raw, str):
-            return b"", attributes, message_id, attempt, "message data is not a base64 string"
+            return b"", attributes, message_id, attempt, None, "message data is not a base64 string"
         try:
             data = base64.b64decode(raw, validate=True)
         except (binascii.Error, ValueError):
-            return b"", attributes, message_id, attempt, "message data is not valid base64"
+            return b"", attributes, message_id, attempt, None, "message data is not valid base64"
         ordering_key = message.get("orderingKey") or message.get("ordering_key")
         if isinstance(ordering_key, str) and ordering_key and "ordering_key" not in attributes:
             attributes["ordering_key"] = ordering_key
-        return data, attributes, message_id, attempt, ""
+        return data, attributes, message_id, attempt, _publish_time(message), ""

@@ -281,11 +281,17 @@ def test_logs_of_a_full_run_hold_no_secret_signature_token_or_pii(
     assert pii, "the payloads carried personal data to look for"
     for needle in sorted(secrets | signatures | pii | {token}):
         assert needle not in logs, f"found in logs: {needle[:12]}..."
+    lags = []
     for line in logs.splitlines():
         if line.startswith("{"):
             entry = json.loads(line)
             assert "severity" in entry
             assert "jsonPayload" not in entry
+            if entry.get("message") == "Worker processed event successfully":
+                lags.append(entry.get("publish_lag_ms"))
+    # The publish -> processed lag the alert policy reads (infra/monitoring): on every success line.
+    assert lags
+    assert all(isinstance(lag, float | int) and 0 <= lag < 60_000 for lag in lags), lags
 
 
 def test_public_webhook_service_serves_only_its_routes_and_readyz_follows_firestore(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import subprocess
@@ -47,11 +48,30 @@ def _stub_gcloud(tmp_path: Path) -> tuple[dict[str, str], Path]:
     return env, calls
 
 
-def _run(env: dict[str, str], **extra: str) -> subprocess.CompletedProcess[str]:
+def _run(env: dict[str, str], *args: str, **extra: str) -> subprocess.CompletedProcess[str]:
     assert BASH is not None
     return subprocess.run(
-        [BASH, str(SCRIPT)], env={**env, **extra}, capture_output=True, text=True, timeout=60, check=False
+        [BASH, str(SCRIPT), *args],
+        env={**env, **extra},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
+
+
+# A deployment's settings in the dry runs below (alerts need somewhere to go).
+DEPLOY = {
+    "PROJECT_ID": "acme-pay-test",
+    "REGION": "europe-west1",
+    "DRY_RUN": "1",
+    "NOTIFICATION_CHANNELS": "1234567890",
+}
+
+
+def _lines(out: str, *parts: str) -> list[str]:
+    """The printed commands holding every part."""
+    return [line for line in out.splitlines() if all(part in line for part in parts)]
 
 
 def test_bash_syntax() -> None:
@@ -97,6 +117,19 @@ def test_no_project_id_literal() -> None:
         ({"PROJECT_ID": "acme-pay-prod", "REGION": "europe"}, "REGION='europe'"),
         ({"PROJECT_ID": "acme-pay-prod", "REGION": "europe-west1", "WEBHOOK_MODE": "fast"}, "WEBHOOK_MODE"),
         ({"PROJECT_ID": "acme-pay-prod", "REGION": "europe-west1", "WEBHOOK_QUEUE_PERCENT": "101"}, "0..100"),
+        # Alert policies without channels notify nobody: refused unless --no-notifications.
+        ({"PROJECT_ID": "acme-pay-prod", "REGION": "europe-west1"}, "NOTIFICATION_CHANNELS is empty"),
+        ({**DEPLOY, "DRY_RUN": "0", "NOTIFICATION_CHANNELS": "email-me"}, "not a notification channel id"),
+        ({**DEPLOY, "DRY_RUN": "0", "WORKER_CONCURRENCY": "0"}, "WORKER_CONCURRENCY='0'"),
+        ({**DEPLOY, "DRY_RUN": "0", "WORKER_MIN_INSTANCES": "many"}, "WORKER_MIN_INSTANCES='many'"),
+        (
+            {**DEPLOY, "DRY_RUN": "0", "WORKER_MIN_INSTANCES": "12", "WORKER_MAX_INSTANCES": "10"},
+            "above WORKER_MAX_INSTANCES",
+        ),
+        ({**DEPLOY, "DRY_RUN": "0", "RECONCILE_SCHEDULE": "daily"}, "RECONCILE_SCHEDULE='daily'"),
+        ({**DEPLOY, "DRY_RUN": "0", "RECONCILE_FIX": "yes"}, "RECONCILE_FIX='yes'"),
+        ({**DEPLOY, "DRY_RUN": "0", "CONSOLE_OPERATORS": "ops"}, "'ops' is not an email"),
+        ({**DEPLOY, "DRY_RUN": "0", "RECONCILE_REPORTS_BUCKET": "gs://x"}, "RECONCILE_REPORTS_BUCKET"),
     ],
 )
 def test_bad_settings_stop_before_any_gcloud_call(
@@ -109,14 +142,21 @@ def test_bad_settings_stop_before_any_gcloud_call(
     assert not calls.exists(), f"gcloud was called: {calls.read_text()}"
 
 
+def test_unknown_argument_stops_before_any_gcloud_call(tmp_path: Path) -> None:
+    env, calls = _stub_gcloud(tmp_path)
+    result = _run(env, "--no-notification", **DEPLOY)
+    assert result.returncode == 2
+    assert "unknown argument '--no-notification'" in result.stderr
+    assert not calls.exists()
+
+
 def test_dry_run_prints_the_deployment(tmp_path: Path) -> None:
     env, calls = _stub_gcloud(tmp_path)
     result = _run(
         env,
-        PROJECT_ID="acme-pay-test",
-        REGION="europe-west1",
-        DRY_RUN="1",
+        **DEPLOY,
         POINTS_ALLOWED_CALLERS="caller@acme-other.iam.gserviceaccount.com",
+        CONSOLE_OPERATORS="ops@acme-pay.example, oncall@acme-pay.example",
     )
     assert result.returncode == 0, result.stderr
     assert not calls.exists()
@@ -165,6 +205,157 @@ def test_dry_run_prints_the_deployment(tmp_path: Path) -> None:
     assert "pn-" not in out
 
 
+def test_dry_run_shows_sizing_connect_console_jobs_and_alerts(tmp_path: Path) -> None:
+    env, calls = _stub_gcloud(tmp_path)
+    result = _run(
+        env,
+        **DEPLOY,
+        POINTS_ALLOWED_CALLERS="caller@acme-other.iam.gserviceaccount.com",
+        CONSOLE_OPERATORS="ops@acme-pay.example, oncall@acme-pay.example",
+    )
+    assert result.returncode == 0, result.stderr
+    assert not calls.exists()
+    out = result.stdout
+    project = "projects/acme-pay-test"
+    # The worker: the design's sizing (min 1, max 10, concurrency 8), /metrics and its collector.
+    (worker,) = _lines(out, "run deploy paynow-worker ")
+    for flag in ("--min-instances=1", "--max-instances=10", "--concurrency=8", "HTTP_ROUTES=push\\,metrics"):
+        assert flag in worker, flag
+    assert re.search(r"--container=app .*--container=collector --image=\S*cloud-run-gmp-sidecar", worker)
+    assert _lines(
+        out, "add-iam-policy-binding acme-pay-test", "paynow-worker@", "roles/monitoring.metricWriter"
+    )
+    # PointsService over gRPC and over Connect (the HTTP app's `points` route), both private.
+    assert _lines(out, "run deploy paynow-points ", "--args=grpc", "--use-http2")
+    (connect,) = _lines(out, "run deploy paynow-points-connect ")
+    for part in (
+        "--no-allow-unauthenticated",
+        "--args=serve",
+        "HTTP_ROUTES=points\\,metrics",
+        "POINTS_AUDIENCE=https://paynow-points-connect-",
+        "POINTS_ALLOWED_CALLERS=caller@",
+    ):
+        assert part in connect, part
+    assert "--container=collector" in connect
+    assert _lines(
+        out,
+        "run services add-iam-policy-binding paynow-points-connect",
+        "serviceAccount:caller@",
+        "roles/run.invoker",
+    )
+    # The operator console: its own private service, its operators the only invokers.
+    (console,) = _lines(out, "run deploy paynow-console ")
+    for part in (
+        "--no-allow-unauthenticated",
+        "HTTP_ROUTES=console",
+        "CONSOLE_OPERATORS=ops@acme-pay.example\\,\\ oncall@",
+    ):
+        assert part in console, part
+    assert "--allow-unauthenticated" not in console.replace("--no-allow-unauthenticated", "")
+    for operator in ("user:ops@acme-pay.example", "user:oncall@acme-pay.example"):
+        assert _lines(
+            out, "run services add-iam-policy-binding paynow-console", operator, "roles/run.invoker"
+        )
+    # reconcile: a Cloud Run job, report-only, triggered daily by Cloud Scheduler.
+    (job,) = _lines(out, "run jobs deploy paynow-reconcile ")
+    assert "--args=reconcile\\,--out\\,/tmp/reconcile-reports " in job
+    assert "--fix" not in job
+    assert _lines(
+        out, "run jobs add-iam-policy-binding paynow-reconcile", "paynow-scheduler@", "roles/run.invoker"
+    )
+    (schedule,) = _lines(out, "scheduler jobs create http paynow-reconcile ")
+    assert "--schedule=30\\ 3\\ \\*\\ \\*\\ \\*" in schedule
+    assert (
+        f"--uri=https://run.googleapis.com/v2/{project}/locations/europe-west1/jobs/paynow-reconcile:run"
+        in schedule
+    )
+    assert _lines(
+        out,
+        "subscriptions add-iam-policy-binding paynow-events-dlq-sub",
+        "paynow-reconcile@",
+        "roles/pubsub.subscriber",
+    )
+    # The new alerts and their metrics, every policy with the channels.
+    for metric in ("paynow_events_settled", "paynow_worker_publish_lag_ms", "paynow_reconcile_drift"):
+        assert _lines(out, f"logging metrics create {metric} "), metric
+    channel = f"--notification-channels={project}/notificationChannels/1234567890"
+    policies = _lines(out, "monitoring policies create")
+    assert len(policies) == len(list((ROOT / "infra" / "monitoring" / "alerts").glob("*.json")))
+    assert all(channel in line for line in policies)
+    for policy in ("dlq-share", "webhook-latency", "publish-lag", "reconciliation-drift", "test-alert"):
+        assert _lines(out, "monitoring policies create", f"alerts-{policy}.json"), policy
+    assert "deploy/deploy.sh test-alert" in result.stderr
+
+
+def test_settings_change_sizing_and_reconcile(tmp_path: Path) -> None:
+    env, _ = _stub_gcloud(tmp_path)
+    result = _run(
+        env,
+        **DEPLOY,
+        WORKER_MIN_INSTANCES="2",
+        WORKER_MAX_INSTANCES="40",
+        WORKER_CONCURRENCY="4",
+        RECONCILE_FIX="1",
+        RECONCILE_SCHEDULE="0 */6 * * *",
+        RECONCILE_REPORTS_BUCKET="acme-reconcile-reports",
+        PROMETHEUS_SIDECAR="0",
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    (worker,) = _lines(out, "run deploy paynow-worker ")
+    for flag in ("--min-instances=2", "--max-instances=40", "--concurrency=4"):
+        assert flag in worker, flag
+    assert "--container" not in worker
+    assert not _lines(out, "roles/monitoring.metricWriter")
+    (job,) = _lines(out, "run jobs deploy paynow-reconcile ")
+    assert "--args=reconcile\\,--out\\,/reports\\,--fix " in job
+    assert "--add-volume=name=reports\\,type=cloud-storage\\,bucket=acme-reconcile-reports" in job
+    assert _lines(
+        out, "storage buckets add-iam-policy-binding gs://acme-reconcile-reports", "paynow-reconcile@"
+    )
+    assert _lines(out, "scheduler jobs create http paynow-reconcile ", "--schedule=0\\ \\*/6")
+    # No schedule: the job is there to run by hand, nothing triggers it.
+    result = _run(env, **DEPLOY, RECONCILE_SCHEDULE="", SWEEP_SCHEDULE="")
+    assert result.returncode == 0, result.stderr
+    assert _lines(result.stdout, "run jobs deploy paynow-reconcile ")
+    assert not _lines(result.stdout, "scheduler jobs")
+    assert not _lines(result.stdout, "paynow-scheduler@")
+
+
+def test_no_notifications_installs_policies_without_channels(tmp_path: Path) -> None:
+    env, calls = _stub_gcloud(tmp_path)
+    settings = {k: v for k, v in DEPLOY.items() if k != "NOTIFICATION_CHANNELS"}
+    result = _run(env, "--no-notifications", **settings)
+    assert result.returncode == 0, result.stderr
+    assert not calls.exists()
+    policies = _lines(result.stdout, "monitoring policies create")
+    assert policies
+    assert not any("notification-channels" in line for line in policies)
+    assert "notify nobody" in result.stderr
+    # Without monitoring there is nothing to notify: no channels needed.
+    assert _run(env, **settings, MONITORING="0").returncode == 0
+
+
+def test_test_alert_writes_the_entry_the_test_policy_fires_on(tmp_path: Path) -> None:
+    env, calls = _stub_gcloud(tmp_path)
+    result = _run(env, "test-alert", PROJECT_ID="acme-pay-test", DRY_RUN="1")  # no REGION needed
+    assert result.returncode == 0, result.stderr
+    assert not calls.exists()
+    (write,) = _lines(result.stdout, "gcloud logging write ")
+    assert "--project=acme-pay-test" in write
+    argv = shlex.split(write.removeprefix("+ "))
+    log_id, payload = argv[3], json.loads(argv[4])
+    assert "--payload-type=json" in argv
+    # The policy's filter names that log and that field: the entry is what it fires on.
+    policy = json.loads((ROOT / "infra" / "monitoring" / "alerts" / "test-alert.json").read_text())
+    (condition,) = policy["conditions"]
+    log_filter = condition["conditionMatchedLog"]["filter"]
+    assert log_filter == f'log_id("{log_id}") AND jsonPayload.test_alert=true'
+    assert payload["test_alert"] is True
+    # Nothing else is deployed or changed.
+    assert len(result.stdout.splitlines()) == 1
+
+
 def test_dockerfile_shape_and_hadolint() -> None:
     text = DOCKERFILE.read_text(encoding="utf-8")
     stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
@@ -189,7 +380,7 @@ def test_dockerfile_shape_and_hadolint() -> None:
 
 def test_rules_step_can_be_left_out(tmp_path: Path) -> None:
     env, calls = _stub_gcloud(tmp_path)
-    result = _run(env, PROJECT_ID="acme-pay-test", REGION="europe-west1", DRY_RUN="1", FIRESTORE_RULES="0")
+    result = _run(env, **DEPLOY, FIRESTORE_RULES="0")
     assert result.returncode == 0, result.stderr
     assert not calls.exists()
     assert "firebaserules.googleapis.com/v1" not in result.stdout
@@ -202,7 +393,7 @@ def test_missing_rules_file_stops_before_any_gcloud_call(tmp_path: Path) -> None
     shutil.copy(SCRIPT, copy)
     env, calls = _stub_gcloud(tmp_path)
     assert BASH is not None
-    settings = {"PROJECT_ID": "acme-pay-test", "REGION": "europe-west1", "DRY_RUN": "1"}
+    settings = DEPLOY
     result = subprocess.run(
         [BASH, str(copy)], env={**env, **settings}, capture_output=True, text=True, timeout=60, check=False
     )

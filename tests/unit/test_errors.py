@@ -41,7 +41,8 @@ def _modules() -> list[str]:
 def test_every_public_exception_of_the_project_derives_from_the_root(module_name: str) -> None:
     module = importlib.import_module(module_name)
     for name, value in vars(module).items():
-        ours = inspect.isclass(value) and value.__module__.startswith("paynow_service.")
+        # (Classes made at run time, such as protobuf message classes, may have no __module__.)
+        ours = inspect.isclass(value) and (value.__module__ or "").startswith("paynow_service.")
         if ours and issubclass(value, BaseException) and not name.startswith("_"):
             assert issubclass(value, PaynowServiceError), f"{module_name}.{name}"
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from typing import Any
 
 import pytest
@@ -76,8 +76,15 @@ class FakeDb:
 
 
 class FakeTx:
-    def __init__(self) -> None:
+    def __init__(self, db: FakeDb) -> None:
+        self.db = db
         self.writes: list[tuple[str, str, bool, dict[str, Any]]] = []
+
+    async def read_all(self, refs: Iterable[Ref]) -> list[Snap]:
+        """`WireTransaction.read_all`: the documents in one round trip, recorded as one read."""
+        wanted = list(refs)
+        self.db.reads.append([ref.path for ref in wanted])
+        return [Snap(ref, self.db.docs.get(ref.path)) for ref in wanted]
 
     def create(self, ref: Ref, data: dict[str, Any]) -> None:
         self.writes.append(("create", ref.path, False, data))
@@ -115,7 +122,8 @@ def normalised(value: Any) -> Any:
 
 
 async def service(event: PaymentEvent, docs: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[Any]]:
-    db, tx = FakeDb(docs), FakeTx()
+    db = FakeDb(docs)
+    tx = FakeTx(db)
     transactions: Any = OneTransaction(tx)
     ledger = FirestoreLedger(db, transactions=transactions)  # type: ignore[arg-type]
     processor = FirestoreProcessor(db, ledger, transactions, timeout_s=5, ttl_days=30)  # type: ignore[arg-type]
@@ -128,7 +136,8 @@ async def service(event: PaymentEvent, docs: dict[str, dict[str, Any]]) -> tuple
 
 
 async def floor(event: PaymentEvent, docs: dict[str, dict[str, Any]]) -> tuple[list[list[str]], list[Any]]:
-    db, tx = FakeDb(docs), FakeTx()
+    db = FakeDb(docs)
+    tx = FakeTx(db)
     assert await credit_in(tx, db, OrderCredit.of(event, POINTS)) == "credited"
     return db.reads, [(op, path, merge, normalised(data)) for op, path, merge, data in tx.writes]
 
@@ -179,7 +188,8 @@ async def test_the_floor_reads_and_writes_what_the_processor_does(state: str) ->
 
 async def test_a_processed_event_writes_nothing() -> None:
     event = order_event()
-    db, tx = FakeDb({f"webhookEvents/{event.event_id}": {"status": "processed"}}), FakeTx()
+    db = FakeDb({f"webhookEvents/{event.event_id}": {"status": "processed"}})
+    tx = FakeTx(db)
     assert await credit_in(tx, db, OrderCredit.of(event, POINTS)) == "duplicate"
     assert tx.writes == []
     assert len(db.reads) == 1

@@ -191,12 +191,22 @@ async def _closed() -> None:
 
 @dataclass
 class FakeApi:
-    messages: list[Any] = field(default_factory=list)
-    transport: Any = field(default_factory=lambda: SimpleNamespace(close=_closed))
+    """The publisher client as PubSubPublisher uses it: its channel's raw Publish call."""
 
-    async def publish(self, *, topic: str, messages: list[Any], retry: Any, timeout: float) -> Any:  # noqa: ASYNC109
-        self.messages.extend((topic, m) for m in messages)
-        return SimpleNamespace(message_ids=[f"m{len(self.messages)}"])
+    messages: list[Any] = field(default_factory=list)
+    transport: Any = None
+
+    def __post_init__(self) -> None:
+        self.transport = SimpleNamespace(close=_closed, grpc_channel=SimpleNamespace(unary_unary=self._stub))
+
+    def _stub(self, method: str, **serializers: Any) -> Any:
+        assert method == "/google.pubsub.v1.Publisher/Publish"
+
+        async def publish(request: Any, *, metadata: Any, timeout: float) -> Any:  # noqa: ASYNC109
+            self.messages.extend((request.topic, m) for m in request.messages)
+            return SimpleNamespace(message_ids=[f"m{len(self.messages)}"])
+
+        return publish
 
 
 def publisher(keys: tuple[str, ...] = (NEW, OLD)) -> tuple[PubSubPublisher, FakeApi]:
