@@ -8,7 +8,8 @@ redacted from the whole line, whatever field it hides in.
 The long-running processes write their lines from a background thread (log_queue.py): a
 write to stdout can block, and the event loop that answers PayNow must never wait for it.
 Lines anyone can provoke (refused webhooks and tokens) go through a `LogSampler`. A logged
-exception's class name is the `error_type` field.
+exception's class name is the `error_type` field. With tracing on (tracing.py), every line logged
+inside a span carries its trace (`logging.googleapis.com/trace`, `spanId`, `trace_sampled`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ import atexit
 import json
 import logging
 import logging.handlers
-import queue
 import re
 import sys
 import threading
@@ -30,7 +30,7 @@ from typing import Any
 from paynow_service.log_queue import DROP_REPORT_MESSAGE as DROP_REPORT_MESSAGE
 from paynow_service.log_queue import LOG_QUEUE_LINES as LOG_QUEUE_LINES
 from paynow_service.log_queue import BoundedQueueHandler as BoundedQueueHandler
-from paynow_service.log_queue import QueueWriter
+from paynow_service.log_queue import LineQueue, QueueWriter
 
 # PayNow secrets look like "pn-" + 32 hex; bearer tokens and JWTs never belong in a log.
 _SECRET_PATTERNS = (
@@ -42,6 +42,10 @@ REDACTED = "[REDACTED]"
 # Secrets without a recognisable shape (EVENT_SIGNING_KEYS), registered once read: redacted
 # as they are and as JSON escapes them. Replaced whole, never mutated (read from any thread).
 _literal_secrets: tuple[str, ...] = ()
+
+# The current span's Cloud Logging trace fields (tracing.py sets it when tracing is on): read when a
+# line is formatted, on the caller, so the span is the one the line was logged in.
+_trace_fields: Callable[[], dict[str, object]] | None = None
 
 _SEVERITY = {
     logging.DEBUG: "DEBUG",
@@ -60,6 +64,12 @@ def register_secrets(values: Iterable[str]) -> None:
         if len(value) >= 8:
             forms.update((value, json.dumps(value)[1:-1]))
     _literal_secrets = tuple(sorted(forms, key=len, reverse=True))
+
+
+def set_trace_fields(fields: Callable[[], dict[str, object]] | None) -> None:
+    """Add `fields()` (the current trace, spanId, trace_sampled) to every line; None: no trace fields."""
+    global _trace_fields
+    _trace_fields = fields
 
 
 def redact(text: str) -> str:
@@ -85,6 +95,8 @@ class JsonFormatter(logging.Formatter):
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
             entry.update({k: v for k, v in fields.items() if v is not None})
+        if _trace_fields is not None:
+            entry.update(_trace_fields())
         if record.exc_info and record.exc_info[0] is not None:
             entry["error_type"] = entry.get("error_type") or record.exc_info[0].__name__
             entry["stack_trace"] = self.formatException(record.exc_info)
@@ -128,7 +140,7 @@ def configure_logging(
         # Imported here: only the serving processes (they have /metrics) load prometheus.
         from paynow_service.metrics import LOG_LINES_DROPPED
 
-        lines: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=queue_lines)
+        lines = LineQueue(queue_lines)
         # Its prepare() formats: the queue holds final lines.
         handler = _queued = BoundedQueueHandler(lines, on_drop=LOG_LINES_DROPPED.inc)
         _listener = QueueWriter(lines, stream)

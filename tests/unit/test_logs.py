@@ -193,7 +193,7 @@ def _record(message: str) -> logging.LogRecord:
 
 
 def test_drop_reports_come_at_most_once_per_interval() -> None:
-    lines: queue.Queue[logging.LogRecord] = queue.Queue(maxsize=3)
+    lines: queue.Queue[str] = queue.Queue(maxsize=3)
     clock, drops = _Clock(), []
     handler = BoundedQueueHandler(lines, on_drop=lambda: drops.append(1), report_interval_s=10, clock=clock)
     handler.setFormatter(JsonFormatter())
@@ -204,7 +204,7 @@ def test_drop_reports_come_at_most_once_per_interval() -> None:
             handler.handle(_record(f"line {n}"))
         taken = []
         while not lines.empty():
-            taken.append(json.loads(lines.get_nowait().getMessage())["message"])
+            taken.append(json.loads(lines.get_nowait())["message"])
         return taken
 
     assert burst(5) == ["line 0", "line 1", "line 2"]  # 2 dropped, nothing had room since
@@ -214,7 +214,7 @@ def test_drop_reports_come_at_most_once_per_interval() -> None:
     assert burst(1) == ["line 0"]  # 5 s after the last report: not yet
     clock.now = 10
     handler.handle(_record("late"))
-    report = json.loads(lines.queue[-1].getMessage())
+    report = json.loads(lines.queue[-1])
     assert (report["message"], report["dropped"], report["queue_lines"]) == (DROP_REPORT_MESSAGE, 1, 3)
     assert len(drops) == 3  # the counter saw every drop, reported or not
 
