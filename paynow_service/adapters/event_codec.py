@@ -10,6 +10,7 @@ even parse, and must be dead-lettered as `incompatible_schema`, not as garbage.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
@@ -123,16 +124,19 @@ def check_schema_version(attributes: Mapping[str, str]) -> int:
     return version
 
 
-def _names(target: type[Any]) -> list[str]:
+@functools.cache
+def _names(target: type[Any]) -> tuple[str, ...]:
+    # Cached: every webhook and every worker message maps an event both ways (docs/performance.md).
     if dataclasses.is_dataclass(target):
-        return [f.name for f in dataclasses.fields(target)]
-    return [f.name for f in target.DESCRIPTOR.fields]
+        return tuple(f.name for f in dataclasses.fields(target))
+    return tuple(f.name for f in target.DESCRIPTOR.fields)
 
 
 def _same_fields(source: object, target: type[T], *, skip: tuple[str, ...] = (), **given: Any) -> T:
     """`target` built from the same-named fields of `source`: the domain's names are the message's
     (one mapping both ways, so a field added to both cannot be forgotten in one direction)."""
-    values = {name: getattr(source, name) for name in _names(target) if name not in skip}
+    names: tuple[str, ...] = _names(target)  # type: ignore[arg-type]  # classes are hashable
+    values = {name: getattr(source, name) for name in names if name not in skip}
     return target(**{**values, **given})
 
 
