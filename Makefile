@@ -20,7 +20,7 @@ UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version $(LOCK_P
 	--custom-compile-command 'make lock' $(LOCK_ARGS)
 BUILD_REQUIRES = $(BIN)/python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml', 'rb'))['build-system']['requires']))"
 
-.PHONY: run test install lock gen check-gen lint typecheck fmt breaking release-proto pytest clean
+.PHONY: run test install lock gen check-gen lint typecheck fmt breaking release-proto pytest browser clean
 
 $(STAMP): pyproject.toml loadtool/pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -75,8 +75,18 @@ fmt: $(STAMP)
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-pytest: $(STAMP)
+pytest: $(STAMP) browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## browser: Debian's chromium for the console's browser tests (Playwright drives it; its own download is not used)
+# Without apt-get (not Debian) nothing is installed and the browser tests skip, saying why.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || ! command -v apt-get >/dev/null || { \
+	  echo "installing chromium (apt-get) for the browser tests"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium >/dev/null \
+	  || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

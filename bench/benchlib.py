@@ -38,6 +38,45 @@ def add_pin_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pin", action="store_true", help=PIN_HELP)
 
 
+# The service's tracing in a bench (docs/performance.md, "Tracing overhead"): spans written to a file
+# in the run's work directory (never Cloud Trace: no network), at the default ratio or every trace.
+TRACING = {
+    "off": {},
+    "default": {"OTEL_EXPORTER": "file"},
+    "full": {"OTEL_EXPORTER": "file", "TRACE_SAMPLE_RATIO": "1"},
+}
+
+
+def add_env_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tracing",
+        choices=tuple(TRACING),
+        default="off",
+        help="the service's tracing: off (OTEL_EXPORTER=none), default (spans to a file at the default "
+        "TRACE_SAMPLE_RATIO), full (every trace); default: off",
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an environment variable for the service's processes (repeatable; after --tracing's)",
+    )
+
+
+def service_env(args: argparse.Namespace, workdir: Path) -> dict[str, str]:
+    """The environment `--tracing` and `--env` add to the service's processes."""
+    env = dict(TRACING[args.tracing])
+    if env:
+        env["TRACE_FILE"] = str(workdir / "spans.jsonl")
+    for item in args.env:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--env {item!r}: use KEY=VALUE")
+        env[key] = value
+    return env
+
+
 def print_cpu(meter: CpuMeter, checkout: Path) -> None:
     """The CPU ms per event table of a bench's measured turns, with its mode and the commit."""
     print(f"\n{meter.result()['mode']}, commit {commit(checkout)}\n")

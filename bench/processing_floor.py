@@ -246,8 +246,8 @@ async def credit_in(tx: Any, db: Any, c: OrderCredit) -> str:
         "result": result,
     }  # fmt: skip
     if event_doc is None:  # published without an ingest record (as here): the marker is the record
-        marker |= {"eventType": c.event_type, "orderingKey": c.ordering_key, "receivedAt": now,
-                   "expiresAt": now + TTL}  # fmt: skip
+        marker |= {"eventType": c.event_type, "orderingKey": c.ordering_key, "orderId": c.order_id,
+                   "customerId": c.customer_id, "receivedAt": now, "expiresAt": now + TTL}  # fmt: skip
     tx.set(event_ref, marker, merge=True)
     return "credited"
 

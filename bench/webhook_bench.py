@@ -38,7 +38,15 @@ from google.pubsub_v1.types import PubsubMessage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from bench.benchlib import add_pin_option, emulator_pids, open_loop, print_cpu, start_emulators  # noqa: E402
+from bench.benchlib import (  # noqa: E402
+    add_env_options,
+    add_pin_option,
+    emulator_pids,
+    open_loop,
+    print_cpu,
+    service_env,
+    start_emulators,
+)
 from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
 from paynow_loadtest.floor import floor_item  # noqa: E402
 from paynow_loadtest.processes import ServiceProcess  # noqa: E402
@@ -184,6 +192,7 @@ def parse_args() -> argparse.Namespace:
         "--warmup", type=float, default=20, help="seconds of unmeasured traffic first, shared (default 20)"
     )
     add_pin_option(parser)
+    add_env_options(parser)
     return parser.parse_args()
 
 
@@ -214,6 +223,7 @@ def main() -> int:
         "PRODUCT_CATALOG": str(catalog),
         "HTTP_ROUTES": "webhook",
         "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "INFO"),
+        **service_env(args, workdir),
     }
     settings = Settings.from_env(env)
     infra = PubSubInfra(settings)
@@ -243,6 +253,7 @@ def main() -> int:
             placement.restore()
     print_latencies(args, results)
     print_cpu(cpu, ROOT)
+    print(f"\ntracing: {args.tracing}", *args.env)
     return 0
 
 

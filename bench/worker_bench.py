@@ -61,12 +61,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from bench.benchlib import (  # noqa: E402
     LogTail,
+    add_env_options,
     add_pin_option,
     apply_topology,
     emulator_pids,
     floor_entry,
     open_loop,
     print_cpu,
+    service_env,
     start_emulators,
 )
 from paynow_loadtest.cpu import FLOOR, SENDER, CpuMeter, Placement  # noqa: E402
@@ -425,6 +427,7 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--drain", type=float, default=120, help="seconds to wait for a block's events (120)")
     add_pin_option(parser)
+    add_env_options(parser)
     args = parser.parse_args()
     if args.rate <= 0 or args.duration <= 0 or args.block <= 0 or args.users < 1 or args.warmup < 0:
         parser.error("rate, duration, block and users must be positive, warmup at least 0")
@@ -440,6 +443,7 @@ def main() -> int:
         "PRODUCT_CATALOG": str(catalog),
         "LOG_LEVEL": "INFO",
         "EVENT_SIGNING_KEYS": SIGNING_KEY,
+        **service_env(args, workdir),
     }
     settings = Settings.from_env(env)
     worker: ServiceProcess | None = None
@@ -460,6 +464,7 @@ def main() -> int:
             placement.restore()
     report(args, floor, floor_failures, floor2, run)
     print_cpu(cpu, ROOT)
+    print(f"\ntracing: {args.tracing}", *args.env)
     print(f"\nlogs in {workdir}", file=sys.stderr)
     return 1 if len(run.processed_at) < len(run.published_at) else 0
 

@@ -92,6 +92,9 @@ PUBSUB_DLQ_TOPIC="${PUBSUB_DLQ_TOPIC:-paynow-events-dlq}"
 PUBSUB_SUBSCRIPTION="${PUBSUB_SUBSCRIPTION:-paynow-events-sub}"
 PUBSUB_DLQ_SUBSCRIPTION="${PUBSUB_DLQ_SUBSCRIPTION:-paynow-events-dlq-sub}"
 MAX_DELIVERY_ATTEMPTS="${MAX_DELIVERY_ATTEMPTS:-5}"
+# Traces to Cloud Trace (README, "Tracing"): OTEL_EXPORTER=none turns them off.
+OTEL_EXPORTER="${OTEL_EXPORTER:-gcp}"
+TRACE_SAMPLE_RATIO="${TRACE_SAMPLE_RATIO:-0.1}"
 
 WEBHOOK_SECRET="${WEBHOOK_SECRET:-paynow-webhook-secrets}"
 SIGNING_SECRET="${SIGNING_SECRET:-paynow-event-signing-keys}"
@@ -132,6 +135,7 @@ FIRESTORE_RULES="${FIRESTORE_RULES:-1}"
 NOTIFICATION_CHANNELS="${NOTIFICATION_CHANNELS:-}"
 
 [[ "$DRY_RUN" == 0 || "$DRY_RUN" == 1 ]] || die "DRY_RUN='$DRY_RUN': use 0 or 1"
+[[ "$OTEL_EXPORTER" == gcp || "$OTEL_EXPORTER" == none ]] || die "OTEL_EXPORTER='$OTEL_EXPORTER': use gcp or none"
 [[ "$BUILD_IMAGE" == 0 || "$BUILD_IMAGE" == 1 ]] || die "BUILD_IMAGE='$BUILD_IMAGE': use 0 or 1"
 [[ "$MONITORING" == 0 || "$MONITORING" == 1 ]] || die "MONITORING='$MONITORING': use 0 or 1"
 [[ "$FIRESTORE_RULES" == 0 || "$FIRESTORE_RULES" == 1 ]] || die "FIRESTORE_RULES='$FIRESTORE_RULES': use 0 or 1"
@@ -346,7 +350,8 @@ step "Enabling APIs"
 gc services enable run.googleapis.com pubsub.googleapis.com firestore.googleapis.com \
   secretmanager.googleapis.com iam.googleapis.com iamcredentials.googleapis.com \
   artifactregistry.googleapis.com cloudbuild.googleapis.com cloudscheduler.googleapis.com \
-  logging.googleapis.com monitoring.googleapis.com firebaserules.googleapis.com
+  logging.googleapis.com monitoring.googleapis.com firebaserules.googleapis.com \
+  cloudtrace.googleapis.com
 
 PROJECT_NUMBER="$(read_value PROJECT_NUMBER projects describe "$PROJECT_ID" --format='value(projectNumber)')"
 PUBSUB_AGENT="service-${PROJECT_NUMBER}@gcp-sa-pubsub.iam.gserviceaccount.com"
@@ -485,6 +490,12 @@ for sa in "$WEBHOOK_SA" "$WORKER_SA" "$POINTS_SA" "$RECONCILE_SA"; do
   project_role "serviceAccount:$sa" roles/datastore.user
 done
 [[ -z "$CONSOLE_OPERATORS" ]] || project_role "serviceAccount:$CONSOLE_SA" roles/datastore.user
+if [[ "$OTEL_EXPORTER" == gcp ]]; then
+  # The services that trace write their spans to Cloud Trace with their own identity.
+  for sa in "$WEBHOOK_SA" "$WORKER_SA" "$POINTS_SA"; do
+    project_role "serviceAccount:$sa" roles/cloudtrace.agent
+  done
+fi
 if [[ "$PROMETHEUS_SIDECAR" == 1 ]]; then
   # The Prometheus collector beside the worker and points-connect writes with the service's identity.
   for sa in "$WORKER_SA" "$POINTS_SA"; do
@@ -528,6 +539,8 @@ common_env=(
   "PUBSUB_SUBSCRIPTION=$PUBSUB_SUBSCRIPTION"
   "PUBSUB_DLQ_SUBSCRIPTION=$PUBSUB_DLQ_SUBSCRIPTION"
   "MAX_DELIVERY_ATTEMPTS=$MAX_DELIVERY_ATTEMPTS"
+  "OTEL_EXPORTER=$OTEL_EXPORTER"
+  "TRACE_SAMPLE_RATIO=$TRACE_SAMPLE_RATIO"
 )
 # Every service or job that publishes events (webhook, sweep) or verifies them (worker).
 signing_secret="--update-secrets=EVENT_SIGNING_KEYS=${SIGNING_SECRET}:latest"

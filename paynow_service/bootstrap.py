@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from google.cloud import firestore
 
 from paynow_service.adapters.app_ledger_scan import AppLedgerScan, MigratedOrders
+from paynow_service.adapters.console_reads import ConsoleReads
 from paynow_service.adapters.dead_letter_queue import DeadLetterQueue
 from paynow_service.adapters.dead_letters import PubSubDeadLetters
 from paynow_service.adapters.firestore_events import EventRecords
@@ -32,6 +33,7 @@ from paynow_service.entrypoints.message_handler import MessageHandler
 from paynow_service.entrypoints.points_api import Authenticator, LocalCaller
 from paynow_service.logs import log
 from paynow_service.plugins import get_plugin_manager
+from paynow_service.service.console_queries import ConsoleQueries
 from paynow_service.service.ingest import IngestService
 from paynow_service.service.points import PointsCore
 from paynow_service.service.processing import ProcessingCore
@@ -232,3 +234,22 @@ async def migration_ports(
 def pubsub_infra(settings: Settings) -> PubSubInfra:
     """The topics and subscriptions' admin client (`infra apply | plan`, and `dev` at start)."""
     return PubSubInfra(settings)
+
+
+def console_verifier(settings: Settings) -> IdTokenVerifier | None:
+    """The console's operator check (Google ID tokens of CONSOLE_OPERATORS); None when the console
+    is open: on both local emulators without CONSOLE_OPERATORS (`paynow-service dev`)."""
+    if settings.console_open:
+        return None
+    settings.require("CONSOLE_OPERATORS", "CONSOLE_AUDIENCE")
+    return IdTokenVerifier(
+        settings.console_audience,
+        settings.console_operators,
+        settings.console_certs_url,
+        timings=CertsTimings(grace_s=settings.push_certs_grace_s),
+    )
+
+
+def console_queries(c: Container) -> ConsoleQueries:
+    """The console's reads on the process's Firestore client and ledger."""
+    return ConsoleQueries(ConsoleReads(c.db, timeout_s=c.settings.firestore_timeout_s), c.ledger)

@@ -74,7 +74,13 @@ class Settings:
     points_audience: str = default_of("points_audience")
     points_allowed_callers: tuple[str, ...] = default_of("points_allowed_callers")
     points_certs_url: str = default_of("points_certs_url")
+    console_operators: tuple[str, ...] = default_of("console_operators")
+    console_audience: str = default_of("console_audience")
+    console_certs_url: str = default_of("console_certs_url")
     product_catalog: Path | None = default_of("product_catalog")  # noqa: RUF009 (a str or a Path: immutable)
+    otel_exporter: str = default_of("otel_exporter")
+    trace_sample_ratio: float = default_of("trace_sample_ratio")
+    trace_file: Path | None = default_of("trace_file")  # noqa: RUF009 (a str or a Path: immutable)
     log_level: str = default_of("log_level")
 
     @classmethod
@@ -99,8 +105,11 @@ class Settings:
                     f"{name}=disabled is allowed only on the local emulators: {unset[0]} is not set "
                     "(both PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST are required)"
                 )
+        if self.otel_exporter == "file" and self.trace_file is None:
+            raise ConfigError("OTEL_EXPORTER=file needs TRACE_FILE: the path spans are appended to")
         _check_certs_url("PUSH_CERTS_URL", self.push_certs_url, on_emulators=not unset)
         _check_certs_url("POINTS_CERTS_URL", self.points_certs_url, on_emulators=not unset)
+        _check_certs_url("CONSOLE_CERTS_URL", self.console_certs_url, on_emulators=not unset)
         # A weak key lets a guesser sign events: on GCP every key must be long; the local
         # emulators take any non-empty key.
         if not self.pubsub_emulator_host and any(
@@ -120,9 +129,18 @@ class Settings:
 
     @property
     def disabled_auths(self) -> tuple[str, ...]:
-        """The auth variables set to `disabled` (local emulators only)."""
+        """The auth variables set to `disabled` (local emulators only), and CONSOLE_OPERATORS when the
+        console is served open (`console_open`)."""
         modes = (("PUSH_AUTH", self.push_auth), ("POINTS_AUTH", self.points_auth))
-        return tuple(name for name, mode in modes if mode == "disabled")
+        disabled = tuple(name for name, mode in modes if mode == "disabled")
+        return (*disabled, "CONSOLE_OPERATORS") if self.console_open else disabled
+
+    @property
+    def console_open(self) -> bool:
+        """The console without sign-in: served, no operator listed, on both local emulators (what
+        `paynow-service dev` runs on). Anywhere else a console needs CONSOLE_OPERATORS."""
+        both_emulators = bool(self.pubsub_emulator_host and self.firestore_emulator_host)
+        return "console" in self.http_routes and not self.console_operators and both_emulators
 
     @property
     def listen_host(self) -> str:

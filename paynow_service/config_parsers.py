@@ -128,6 +128,17 @@ def optional_path(name: str, raw: str) -> Path | None:
     return path
 
 
+def output_path(name: str, raw: str) -> Path | None:
+    """A file to write (created if missing) in a directory that exists; empty: none."""
+    value = raw.strip()
+    if not value:
+        return None
+    path = Path(value)
+    if not path.parent.is_dir() or path.is_dir():
+        raise ConfigError(f"{name}={raw!r} is not a writable file path: its directory must exist")
+    return path
+
+
 def url(name: str, raw: str) -> str:
     value = raw.strip()
     if not value.startswith(("http://", "https://")):

@@ -15,10 +15,13 @@ from typing import Any
 from paynow_service import config_parsers as p
 from paynow_service.domain.provenance import MIN_KEY_CHARS as MIN_SIGNING_KEY_CHARS
 
-ALL_ROUTES = ("webhook", "push", "points", "metrics")
+ALL_ROUTES = ("webhook", "push", "points", "metrics", "console")
 # The public webhook service must never serve /metrics or PointsService: the safe default.
 DEFAULT_ROUTES = ("webhook",)
 GOOGLE_CERTS_URL = "https://www.googleapis.com/oauth2/v1/certs"
+# The audience of `gcloud auth print-identity-token` for a user account (the Cloud SDK's client id):
+# what an operator signing in to the console with their own Google account has at hand.
+GCLOUD_CLIENT_AUDIENCE = "32555940559.apps.googleusercontent.com"
 CERTS_URL_ALLOWED = (
     "an https URL of Google's OIDC signing certs (http://127.0.0.1 or localhost only with both "
     "PUBSUB_EMULATOR_HOST and FIRESTORE_EMULATOR_HOST set)"
@@ -39,6 +42,7 @@ class Variable:
 
 _ALL = "all"
 _SERVERS = "serve, dev"
+_TRACED = "serve, grpc, worker, dev"
 VARIABLES: tuple[Variable, ...] = (
     Variable("WEBHOOK_MODE", "sync", "sync / queue", _SERVERS, p.choice("sync", "queue"), "webhook_mode"),
     Variable("WEBHOOK_QUEUE_PERCENT", "100", "0..100", _SERVERS, p.integer(0, 100), "webhook_queue_percent"),
@@ -260,12 +264,62 @@ VARIABLES: tuple[Variable, ...] = (
         "points_certs_url",
     ),
     Variable(
+        "CONSOLE_OPERATORS",
+        "",
+        "comma list of operator emails allowed in the console (required with HTTP_ROUTES console, "
+        "except on the local emulators: without it there the console is open, on 127.0.0.1 only)",
+        _SERVERS,
+        p.comma_list,
+        "console_operators",
+    ),
+    Variable(
+        "CONSOLE_AUDIENCE",
+        GCLOUD_CLIENT_AUDIENCE,
+        "the ID-token audience the console expects (default: that of `gcloud auth print-identity-token`)",
+        _SERVERS,
+        p.text,
+        "console_audience",
+    ),
+    Variable(
+        "CONSOLE_CERTS_URL",
+        GOOGLE_CERTS_URL,
+        CERTS_URL_ALLOWED,
+        _SERVERS,
+        p.url,
+        "console_certs_url",
+    ),
+    Variable(
         "PRODUCT_CATALOG",
         "",
         "path of the TOML product catalog",
         "serve, worker, dev",
         p.optional_path,
         "product_catalog",
+    ),
+    Variable(
+        "OTEL_EXPORTER",
+        "none",
+        "none / gcp / console / file (gcp: Cloud Trace; console: a JSON line per span on stderr; "
+        "file: JSON lines appended to TRACE_FILE; none: no tracing at all)",
+        _TRACED,
+        p.choice("none", "gcp", "console", "file"),
+        "otel_exporter",
+    ),
+    Variable(
+        "TRACE_SAMPLE_RATIO",
+        "0.1",
+        "0..1 (the share of webhooks and PointsService calls traced; the worker follows the webhook)",
+        _TRACED,
+        p.number(0, 1),
+        "trace_sample_ratio",
+    ),
+    Variable(
+        "TRACE_FILE",
+        "",
+        "path spans are appended to with OTEL_EXPORTER=file (debugging, tests)",
+        _TRACED,
+        p.output_path,
+        "trace_file",
     ),
     Variable(
         "LOG_LEVEL",

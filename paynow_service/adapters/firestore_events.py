@@ -21,6 +21,7 @@ from paynow_service.adapters.firestore_names import EVENTS as EVENTS  # still im
 from paynow_service.adapters.firestore_wire import FirestoreWire
 from paynow_service.adapters.google_errors import TRANSIENT_GOOGLE_ERRORS, bounded, unavailable
 from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, is_app_record
+from paynow_service.domain.decisions import order_id_of
 from paynow_service.domain.errors import (
     StorageUnavailableError,
 )
@@ -82,12 +83,11 @@ class EventRecords:
 
     def _new_record(self, event: PaymentEvent, payload_hash: str) -> dict[str, Any]:
         now = utcnow()
-        order = event.order or event.refund or event.chargeback  # the order it is about, for search
         return {
             "status": "queued",
             "eventType": event.event_type,
             "orderingKey": event.resolved_ordering_key(),
-            "orderId": order.order_id if order is not None and order.order_id else None,
+            "orderId": order_id_of(event) or None,  # ids only, for the operators' search
             "customerId": event.customer_id or None,
             "payloadHash": payload_hash,
             "receivedAt": now,

@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 from google.api_core import exceptions as gexc
 from google.cloud.firestore import AsyncClient
+from opentelemetry.trace import SpanKind
 
+from paynow_service import tracing
 from paynow_service.adapters.firestore_wire import FirestoreWire
 from paynow_service.adapters.firestore_wire_transaction import WireTransaction
 from paynow_service.adapters.google_errors import TRANSIENT_GOOGLE_ERRORS
@@ -81,7 +83,7 @@ class FirestoreTransactions:
             if remaining <= 0:
                 break
             try:
-                return await self._attempt(fn, min(self._timeout_s, remaining))
+                return await self._traced_attempt(fn, min(self._timeout_s, remaining), attempt)
             except DomainError:
                 raise
             except Exception as exc:
@@ -93,6 +95,22 @@ class FirestoreTransactions:
             pause = random.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**attempt))  # noqa: S311
             await asyncio.sleep(min(pause, max(deadline - time.monotonic(), 0)))
         raise ContentionError(f"transaction still contended after {self._max_attempts} attempts") from last
+
+    async def _traced_attempt(self, fn: Work[T], limit_s: float, attempt: int) -> T:
+        """`_attempt` in a span of its own: the attempt's number, and whether it committed."""
+        with tracing.span("firestore.transaction.attempt", kind=SpanKind.CLIENT) as span:
+            if span.is_recording():
+                span.set_attributes(
+                    {"db.system": "firestore", "paynow.attempt": attempt + 1, "paynow.retry_count": attempt}
+                )
+            try:
+                result = await self._attempt(fn, limit_s)
+            except Exception as exc:
+                if span.is_recording():
+                    span.set_attribute(tracing.OUTCOME, "contention" if is_contention(exc) else "failed")
+                raise
+            span.set_attribute(tracing.OUTCOME, "committed")
+            return result
 
     async def _attempt(self, fn: Work[T], limit_s: float) -> T:
         # A single commit try per transaction: the retry policy is ours.

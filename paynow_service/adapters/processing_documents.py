@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from paynow_service.adapters.event_codec import decode_stored_event
-from paynow_service.domain.decisions import Decision
+from paynow_service.domain.decisions import Decision, order_id_of
 from paynow_service.domain.events import PaymentEvent
 from paynow_service.domain.ledger import EntryRequest
 from paynow_service.domain.orders import CreditedEntry, Dispute, OrderRecord
@@ -149,6 +149,9 @@ def event_marker(
         marker.update(
             eventType=event.event_type,
             orderingKey=event.resolved_ordering_key(),
+            # Ids only, for the operators' search (as the webhook's record has them).
+            orderId=order_id_of(event) or None,
+            customerId=event.customer_id or None,
             receivedAt=now,
             expiresAt=now + ttl,
         )

@@ -30,6 +30,7 @@ from google.api_core.gapic_v1 import routing_header
 from google.pubsub_v1 import PublisherAsyncClient
 from google.pubsub_v1.types import PublishRequest, PublishResponse, PubsubMessage
 
+from paynow_service import tracing
 from paynow_service.adapters.event_codec import encode_event
 from paynow_service.config import ConfigError, Settings
 from paynow_service.domain.errors import PublishError as PublishError
@@ -97,8 +98,10 @@ class PubSubPublisher:
         return data, attributes
 
     async def publish_event(self, event: PaymentEvent) -> str:
-        """Publish a signed PaymentEvent to the events topic under its ordering key."""
+        """Publish a signed PaymentEvent to the events topic under its ordering key, with the current
+        span's `traceparent` when tracing is on (outside the MAC, which covers the data only)."""
         data, attributes = self.encode_signed(event)
+        tracing.inject(attributes)
         return await self.publish(
             self.events_topic, data, attributes, ordering_key=event.resolved_ordering_key()
         )

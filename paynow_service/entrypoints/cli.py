@@ -18,6 +18,8 @@ from paynow_service.logs import configure_logging, register_secrets
 EXIT_USAGE = 2
 # Processes that serve: their log lines are written off the request path (see logs.py).
 LONG_RUNNING = frozenset({"serve", "grpc", "worker", "dev"})
+# Processes that trace (OTEL_EXPORTER): `dev` runs them as children, each with its own tracer.
+TRACED = frozenset({"serve", "grpc", "worker"})
 
 
 def _entry(module: str, function: str = "run") -> Callable[..., int]:
@@ -61,6 +63,10 @@ def _cmd_sweep(settings: Settings, args: argparse.Namespace) -> int:
 
 def _cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     return _entry("migrate_cli")(settings, args)
+
+
+def _cmd_reconcile(settings: Settings, args: argparse.Namespace) -> int:
+    return _entry("reconcile_cli")(settings, args)
 
 
 def _cmd_loadtest(settings: Settings, args: argparse.Namespace) -> int:
@@ -142,6 +148,23 @@ def _add_operations(add: Add) -> None:
     )
     migrate.add_argument("--page-size", type=int, default=500, help="ledger entries per read (default 500)")
 
+    reconcile = add(
+        "reconcile", _cmd_reconcile, "audit wallets, events and orders; --fix repairs balance drift"
+    )
+    reconcile.epilog = (
+        "exit status: 0 no drift left, 1 drift found and not fixed, 2 usage, 3 Firestore failed"
+    )
+    reconcile.add_argument("--fix", action="store_true", help="repair paid drift (one entry) and promo drift")
+    reconcile.add_argument("--report-id", help="the report's id (default: a new one)")
+    reconcile.add_argument(
+        "--out", default="reconcile-reports", help="directory of the JSON and Markdown reports"
+    )
+    reconcile.add_argument("--page-size", type=int, default=500, help="documents per read (default 500)")
+    reconcile.add_argument(
+        "--resume", action="store_true", help="carry on --report-id's run, else the latest"
+    )
+    reconcile.add_argument("--no-dlq", action="store_true", help="do not read the dead-letter subscription")
+
 
 def _add_tools(add: Add) -> None:
     test = add("send-test-webhook", _cmd_send_test_webhook, "sign and send a realistic PayNow event to a URL")
@@ -176,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     register_secrets(settings.event_signing_keys)
     configure_logging(settings.log_level, background=args.command in LONG_RUNNING)
+    if args.command in TRACED and settings.otel_exporter != "none":
+        from paynow_service.tracing import setup
+
+        setup(settings, args.command)
     try:
         return int(args.handler(settings, args))
     except ConfigError as err:

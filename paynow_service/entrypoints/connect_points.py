@@ -25,14 +25,16 @@ from google.protobuf.descriptor import Descriptor
 from google.protobuf.message import Message
 from starlette.types import ASGIApp
 
-from paynow_service import bootstrap
+from paynow_service import bootstrap, tracing
 from paynow_service.config import Settings
 from paynow_service.entrypoints.points_api import (
     CALLER,
     Authenticator,
     PointsApi,
     is_expected,
+    rpc_span,
     status_for,
+    traced_result,
 )
 from paynow_service.gen.paynow.points.v1.points_service_connect import PointsServiceASGIApplication
 from paynow_service.logs import log
@@ -69,42 +71,50 @@ class ConnectPoints:
         self._api = api
 
     async def credit_points(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        return await _answer("CreditPoints", self._api.credit_points, request)
+        return await _answer("CreditPoints", self._api.credit_points, request, ctx)
 
     async def reverse_points(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        return await _answer("ReversePoints", self._api.reverse_points, request)
+        return await _answer("ReversePoints", self._api.reverse_points, request, ctx)
 
     async def get_balance(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        return await _answer("GetBalance", self._api.get_balance, request)
+        return await _answer("GetBalance", self._api.get_balance, request, ctx)
 
     async def list_ledger(self, request: Any, ctx: RequestContext[Any, Any]) -> Any:
-        return await _answer("ListLedger", self._api.list_ledger, request)
+        return await _answer("ListLedger", self._api.list_ledger, request, ctx)
 
 
-async def _answer(method: str, call: Callable[[Any], Awaitable[Any]], request: Any) -> Any:
-    try:
-        return await call(request)
-    except Exception as exc:  # noqa: BLE001 (every error becomes a Connect code; bugs are logged)
-        name, message = status_for(exc)
-        if is_expected(exc):
-            log(
-                logger,
-                logging.WARNING,
-                f"{method} failed",
-                component=COMPONENT,
-                code=name,
-                error_type=type(exc).__name__,
-            )
+async def _answer(
+    method: str, call: Callable[[Any], Awaitable[Any]], request: Any, ctx: RequestContext[Any, Any]
+) -> Any:
+    with rpc_span(method, "connect_rpc", ctx.request_headers if tracing.enabled() else None) as span:
+        try:
+            response = await call(request)
+        except Exception as exc:  # noqa: BLE001 (every error becomes a Connect code; bugs are logged)
+            traced_result(span, exc)
+            failure = exc
         else:
-            log(
-                logger,
-                logging.ERROR,
-                f"{method} not durable - answered {name}",
-                component=COMPONENT,
-                code=name,
-                error_type=type(exc).__name__,
-            )
-        raise ConnectError(Code[name], message) from None
+            traced_result(span)
+            return response
+    name, message = status_for(failure)
+    if is_expected(failure):
+        log(
+            logger,
+            logging.WARNING,
+            f"{method} failed",
+            component=COMPONENT,
+            code=name,
+            error_type=type(failure).__name__,
+        )
+    else:
+        log(
+            logger,
+            logging.ERROR,
+            f"{method} not durable - answered {name}",
+            component=COMPONENT,
+            code=name,
+            error_type=type(failure).__name__,
+        )
+    raise ConnectError(Code[name], message) from None
 
 
 class StrictJSONCodec(Codec[Message, Any]):

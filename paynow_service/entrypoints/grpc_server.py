@@ -28,7 +28,7 @@ from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from paynow_service import bootstrap
+from paynow_service import bootstrap, tracing
 from paynow_service.adapters.oidc import IdTokenVerifier
 from paynow_service.config import Settings
 from paynow_service.entrypoints.points_api import (
@@ -37,7 +37,9 @@ from paynow_service.entrypoints.points_api import (
     Authenticator,
     PointsApi,
     is_expected,
+    rpc_span,
     status_for,
+    traced_result,
 )
 from paynow_service.gen.paynow.points.v1 import points_service_pb2_grpc as pb_grpc
 from paynow_service.logs import log
@@ -132,20 +134,26 @@ async def _answer(
     method: str, call: Callable[[Any], Awaitable[Any]], request: Any, context: grpc.aio.ServicerContext
 ) -> Any:
     started = time.perf_counter()
-    try:
-        return await call(request)
-    except Exception as exc:  # noqa: BLE001 (every error becomes a status; bugs are logged)
-        name, message = status_for(exc)
-        expected = is_expected(exc)
-        log(
-            logger,
-            logging.WARNING if expected else logging.ERROR,
-            f"{method} failed" if expected else f"{method} not durable - answered {name}",
-            component=COMPONENT,
-            code=name,
-            error_type=type(exc).__name__,
-            processing_ms=round((time.perf_counter() - started) * 1000, 2),
-        )
+    metadata = dict(context.invocation_metadata() or ()) if tracing.enabled() else None
+    with rpc_span(method, "grpc", metadata) as span:
+        try:
+            response = await call(request)
+        except Exception as exc:  # noqa: BLE001 (every error becomes a status; bugs are logged)
+            traced_result(span, exc)
+            name, message = status_for(exc)
+            expected = is_expected(exc)
+            log(
+                logger,
+                logging.WARNING if expected else logging.ERROR,
+                f"{method} failed" if expected else f"{method} not durable - answered {name}",
+                component=COMPONENT,
+                code=name,
+                error_type=type(exc).__name__,
+                processing_ms=round((time.perf_counter() - started) * 1000, 2),
+            )
+        else:
+            traced_result(span)
+            return response
     await context.abort(grpc.StatusCode[name], message)
 
 

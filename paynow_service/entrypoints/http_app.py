@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from paynow_service import bootstrap
+from paynow_service import bootstrap, tracing
 from paynow_service.config import Settings
 from paynow_service.entrypoints.request_guard import RequestGuard
 from paynow_service.logs import flush_logs, log
@@ -62,6 +62,8 @@ def create_app(settings: Settings, container: bootstrap.Container | None = None)
         routes.append(Route("/metrics", metrics_endpoint, methods=["GET"]))
     if "points" in settings.http_routes:
         routes.append(_points_mount(settings, c, verifiers))
+    if "console" in settings.http_routes:
+        routes.append(_console_mount(settings, c, verifiers))
     # Innermost of Starlette's own: what escapes a route is a 503 here, never ServerErrorMiddleware's 500.
     guard = Middleware(RequestGuard, deadline_s=settings.request_deadline_s)
     return Starlette(routes=routes, lifespan=_lifespan(settings, c, verifiers), middleware=[guard])
@@ -78,6 +80,9 @@ def _require_route_settings(settings: Settings) -> None:
         settings.require("PUSH_AUDIENCE", "PUSH_SERVICE_ACCOUNT")
     if "points" in routes and settings.points_auth == "enabled":
         settings.require("POINTS_AUDIENCE", "POINTS_ALLOWED_CALLERS")
+    if "console" in routes and not settings.console_open:
+        # Open without operators only on both local emulators (`dev`): anywhere else, name them.
+        settings.require("CONSOLE_OPERATORS", "CONSOLE_AUDIENCE")
 
 
 def _points_mount(settings: Settings, c: bootstrap.Container, verifiers: list[IdTokenVerifier]) -> Mount:
@@ -89,6 +94,15 @@ def _points_mount(settings: Settings, c: bootstrap.Container, verifiers: list[Id
         verifiers.append(points_auth)  # warmed at start like the push verifier
     path, points_app = build_points_asgi(settings, c.ledger, points_auth)
     return Mount(path, app=points_app)
+
+
+def _console_mount(settings: Settings, c: bootstrap.Container, verifiers: list[IdTokenVerifier]) -> Mount:
+    from paynow_service.entrypoints.console import console_app
+
+    verifier = bootstrap.console_verifier(settings)
+    if verifier is not None:
+        verifiers.append(verifier)  # warmed at start like the others
+    return Mount("/console", app=console_app(settings, c, verifier))
 
 
 def _lifespan(
@@ -205,7 +219,7 @@ def _unavailable(check: str, err: BaseException) -> str:
 class _Server(uvicorn.Server):
     """uvicorn re-raises a caught SIGTERM or SIGINT once it has shut down gracefully, and that ends
     the process without exit handlers: the queued log lines (its own shutdown lines and "HTTP app
-    stopped" among them) are written before that."""
+    stopped" among them) and the spans not exported yet are written before that."""
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -213,6 +227,7 @@ class _Server(uvicorn.Server):
             try:
                 yield
             finally:
+                tracing.flush()
                 flush_logs()
 
 

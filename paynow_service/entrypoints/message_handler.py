@@ -9,6 +9,7 @@ is dead-lettered as it came and touches no `webhookEvents` record: its claimed e
 not proven, and marking it would let a forged message fail a real event. A decoded event
 then passes the webhook's own input checks (`validate_event`), or is dead-lettered as
 `invalid_event`. Then the processing core runs, and the worker's log lines are written (SPEC 5b).
+Attributes the worker does not know (`traceparent`: tracing.py) are ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import datetime as dt
 import logging
 from collections.abc import Mapping
 
-from paynow_service import metrics
+from opentelemetry.trace import SpanKind
+
+from paynow_service import metrics, tracing
 from paynow_service.adapters.event_codec import check_schema_version, decode_event
 from paynow_service.adapters.legacy_messages import legacy_message_detail
 from paynow_service.domain.errors import (
@@ -73,7 +76,40 @@ class MessageHandler:
         published_at: dt.datetime | None = None,
     ) -> Outcome:
         """`published_at`: when Pub/Sub accepted the message (its publishTime), for the success line's
-        `publish_lag_ms` (publish -> processed, the lag the alerts watch)."""
+        `publish_lag_ms` (publish -> processed, the lag the alerts watch). Traced as a child of the
+        publish whose `traceparent` the message carries (a new trace without one)."""
+        parent = tracing.extract(attributes)
+        with tracing.span("worker.handle", kind=SpanKind.CONSUMER, parent=parent) as span:
+            outcome = await self._handle(
+                data,
+                attributes,
+                message_id=message_id,
+                delivery_attempt=delivery_attempt,
+                published_at=published_at,
+            )
+            if span.is_recording():
+                traced = {
+                    tracing.EVENT_ID: attributes.get("event_id"),
+                    tracing.EVENT_TYPE: attributes.get("event_type"),
+                    tracing.ORDERING_KEY: attributes.get("ordering_key"),
+                    tracing.OUTCOME: outcome.status,
+                    "paynow.reason": outcome.reason or None,
+                    "messaging.system": "gcp_pubsub",
+                    "messaging.message.id": message_id,
+                    "messaging.gcp_pubsub.message.delivery_attempt": delivery_attempt,
+                }
+                span.set_attributes({k: v for k, v in traced.items() if v is not None})
+            return outcome
+
+    async def _handle(
+        self,
+        data: bytes,
+        attributes: Mapping[str, str],
+        *,
+        message_id: str,
+        delivery_attempt: int | None,
+        published_at: dt.datetime | None,
+    ) -> Outcome:
         base: dict[str, object] = {
             "component": COMPONENT,
             "message_id": message_id,

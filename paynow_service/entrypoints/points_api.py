@@ -10,15 +10,19 @@ fails closed. `STATUS_BY_ERROR` is the one table from errors to canonical status
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
+from paynow_service import tracing
 from paynow_service.domain.errors import (
     ContentionError,
     EntryNotFoundError,
@@ -71,6 +75,35 @@ def status_for(exc: BaseException) -> tuple[str, str]:
 def is_expected(exc: BaseException) -> bool:
     """True for the errors the API maps on purpose (the rest are bugs or unclassified outages)."""
     return any(isinstance(exc, error_type) for error_type, _ in STATUS_BY_ERROR)
+
+
+def rpc_span(method: str, system: str, headers: Mapping[str, str] | None) -> AbstractContextManager[Span]:
+    """The server span of one call (`system`: grpc or connect), a child of the caller's `traceparent`
+    (`headers`: the call's metadata, read only when tracing is on)."""
+    if not tracing.enabled():
+        return tracing.span(method)  # the shared no-op
+    return _rpc_span(method, system, headers)
+
+
+@contextlib.contextmanager
+def _rpc_span(method: str, system: str, headers: Mapping[str, str] | None) -> Iterator[Span]:
+    name = f"{SERVICE_NAME}/{method}"
+    with tracing.span(name, kind=SpanKind.SERVER, parent=tracing.extract(headers)) as span:
+        if span.is_recording():
+            span.set_attributes({"rpc.system": system, "rpc.service": SERVICE_NAME, "rpc.method": method})
+        yield span
+
+
+def traced_result(span: Span, exc: BaseException | None = None) -> None:
+    """The call's outcome on its span: OK, or the status name it was answered with (no message)."""
+    if not span.is_recording():
+        return
+    if exc is None:
+        span.set_attribute(tracing.OUTCOME, "OK")
+        return
+    name, _ = status_for(exc)
+    span.set_attributes({tracing.OUTCOME: name, "error.type": type(exc).__name__})
+    span.set_status(Status(StatusCode.ERROR, name))
 
 
 class Authenticator(Protocol):

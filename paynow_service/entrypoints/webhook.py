@@ -15,10 +15,11 @@ from collections.abc import Awaitable, Mapping
 from dataclasses import replace
 from typing import NamedTuple
 
+from opentelemetry.trace import SpanKind
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 
-from paynow_service import metrics
+from paynow_service import metrics, tracing
 from paynow_service.config import Settings
 from paynow_service.domain.errors import (
     ClientDisconnectedError,
@@ -38,6 +39,7 @@ from paynow_service.service.ingest import COMPONENT, IngestOutcome, IngestResult
 
 logger = logging.getLogger("paynow_service.webhook")
 PATH = "/api/paynow/webhook"
+SPAN = f"POST {PATH}"
 
 
 class Rejection(NamedTuple):
@@ -116,6 +118,7 @@ class WebhookEndpoint:
         self, err: WebhookRejectedError, started: float, fields: Mapping[str, object]
     ) -> JSONResponse:
         rejection, reason = rejection_for(err), err.reason
+        tracing.current_span().set_attribute(tracing.OUTCOME, reason)
         if rejection.logged:
             self._rejections.log(
                 reason,
@@ -132,10 +135,22 @@ class WebhookEndpoint:
     async def handle(self, request: Request) -> Response:
         started = time.perf_counter()
         fields: dict[str, object] = {}  # the event's id and type, once the envelope is read
-        try:
-            return await self._accept(request, started, fields)
-        except WebhookRejectedError as err:
-            return self._reject(err, started, fields)
+        # A trace of its own: a caller's traceparent is not trusted on the public route.
+        with tracing.span(SPAN, kind=SpanKind.SERVER, root=True) as span:
+            try:
+                response = await self._accept(request, started, fields)
+            except WebhookRejectedError as err:
+                response = self._reject(err, started, fields)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "http.request.method": request.method,
+                        "http.route": PATH,
+                        "http.response.status_code": response.status_code,
+                        **_span_ids(fields),
+                    }
+                )
+            return response
 
     async def _accept(self, request: Request, started: float, fields: dict[str, object]) -> Response:
         """Verify, decode and ingest the delivery; a refused one raises a WebhookRejectedError."""
@@ -188,6 +203,15 @@ class WebhookEndpoint:
         }
         status = STATUS_BY_OUTCOME[result.outcome]
         self._count(status, result.outcome, started)
+        span = tracing.current_span()
+        if span.is_recording():
+            span.set_attributes(
+                {
+                    tracing.ORDERING_KEY: event.resolved_ordering_key(),
+                    tracing.OUTCOME: result.outcome,
+                    "paynow.path": result.path,
+                }
+            )
         if status != 200:
             log(
                 logger,
@@ -207,6 +231,12 @@ class WebhookEndpoint:
                 **fields,
             )
         return JSONResponse({"status": result.outcome, "event_id": event.event_id})
+
+
+def _span_ids(fields: Mapping[str, object]) -> dict[str, str]:
+    """The event's id and type as span attributes, once the envelope was read."""
+    ids = {tracing.EVENT_ID: fields.get("event_id"), tracing.EVENT_TYPE: fields.get("event_type")}
+    return {name: str(value) for name, value in ids.items() if value is not None}
 
 
 async def _durably(ingest: Awaitable[IngestResult]) -> IngestResult:

@@ -30,7 +30,9 @@ from collections import OrderedDict
 from dataclasses import dataclass, replace
 from typing import Literal, Protocol
 
-from paynow_service import metrics
+from opentelemetry.trace import Span, SpanKind
+
+from paynow_service import metrics, tracing
 from paynow_service.domain.app_records import FLAG_APP_UNFINISHED, app_verdict
 from paynow_service.domain.errors import StorageUnavailableError, TerminalError
 from paynow_service.domain.events import PaymentEvent
@@ -219,15 +221,22 @@ class IngestService:
     ) -> RecordPort | StorageUnavailableError | None:
         """`create_queued`, with an unavailable Firestore as a value: the publish may still have made
         the event durable."""
-        try:
-            return await self._records.create_queued(event, payload_hash)
-        except StorageUnavailableError as err:
-            return err
+        with tracing.span("ingest.record") as span:
+            try:
+                created = await self._records.create_queued(event, payload_hash)
+            except StorageUnavailableError as err:
+                _trace_event(span, event, "unavailable")
+                return err
+            _trace_event(span, event, "created" if created is None else "exists")
+            return created
 
     async def _publish(self, event: PaymentEvent) -> _Published:
         assert self._publisher is not None
         started = time.perf_counter()
-        attempt = await publish_once(self._publisher, event)
+        # The message carries this span's traceparent: the worker's span is its child.
+        with tracing.span("ingest.publish", kind=SpanKind.PRODUCER) as span:
+            attempt = await publish_once(self._publisher, event)
+            _trace_event(span, event, attempt.status)
         return _Published(attempt, round((time.perf_counter() - started) * 1000, 2))
 
     def _unrecorded(
@@ -260,10 +269,13 @@ class IngestService:
     async def _claim(self, event: PaymentEvent, payload_hash: str) -> RecordPort | IngestResult | None:
         """Record the event. None: this delivery is the first (or took over the app's never-credited
         record); a record: ours, from an earlier delivery; an answer: already decided here."""
-        try:
-            existing = await self._records.create_queued(event, payload_hash)
-        except StorageUnavailableError as err:
-            return IngestResult("unavailable", "none", err.detail)
+        with tracing.span("ingest.record") as span:
+            try:
+                existing = await self._records.create_queued(event, payload_hash)
+            except StorageUnavailableError as err:
+                _trace_event(span, event, "unavailable")
+                return IngestResult("unavailable", "none", err.detail)
+            _trace_event(span, event, "created" if existing is None else "exists")
         if existing is not None and existing.app_shaped:
             return await self._app_record(event, payload_hash, existing)
         return existing
@@ -457,3 +469,16 @@ class IngestService:
             # Nothing was marked done: PayNow retries, and the record lets a redelivery finish it.
             return IngestResult("transient", path, outcome.reason, 0)
         return IngestResult(outcome.status, path, outcome.reason, outcome.points)
+
+
+def _trace_event(span: Span, event: PaymentEvent, outcome: str) -> None:
+    """The event's ids and a step's outcome on its span (nothing built when the span records nothing)."""
+    if span.is_recording():
+        span.set_attributes(
+            {
+                tracing.EVENT_ID: event.event_id,
+                tracing.EVENT_TYPE: event.event_type,
+                tracing.ORDERING_KEY: event.resolved_ordering_key(),
+                tracing.OUTCOME: outcome,
+            }
+        )

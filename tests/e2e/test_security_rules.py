@@ -238,6 +238,16 @@ SERVICE_CASES = [
     deny("admin", "create", "ledgerKeys/k-new"),
     deny("admin", "update", "ledgerKeys/k1"),
     deny("admin", "delete", "ledgerKeys/k1"),
+    # reconcileReports and reconcileRuns: the server SDK only (the bypass seeds them), no client.
+    deny("admin", "get", "reconcileReports/r1"),
+    deny("admin", "list", "reconcileReports"),
+    deny("owner", "get", "reconcileReports/r1"),
+    deny("stranger", "get", "reconcileReports/r1"),
+    deny("admin", "create", "reconcileReports/r-new"),
+    deny("admin", "get", "reconcileRuns/r1"),
+    deny("owner", "get", "reconcileRuns/r1"),
+    deny("admin", "update", "reconcileRuns/r1"),
+    deny("stranger", "create", "reconcileRuns/r-new"),
 ]
 
 CASES = APP_CASES + SERVICE_CASES
