@@ -26,7 +26,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 from google.cloud.firestore_v1.field_path import FieldPath
 
-from paynow_service.adapters.firestore_names import LEDGER, ORDERS, USERS
+from paynow_service.adapters.firestore_names import LEDGER, ORDERS, user_document
 from paynow_service.adapters.firestore_transactions import FirestoreTransactions
 from paynow_service.domain.app_orders import OrderCandidate
 from paynow_service.domain.errors import StorageUnavailableError
@@ -51,10 +51,7 @@ def _short(err: BaseException) -> str:
 
 def user_entry_path(path: str) -> tuple[str, str] | None:
     """(uid, entry id) of a `users/{uid}/ledger/{id}` path; None for any other `ledger` document."""
-    parts = path.split("/")
-    if len(parts) == 4 and parts[0] == USERS and parts[2] == LEDGER:
-        return parts[1], parts[3]
-    return None
+    return user_document(path, LEDGER)
 
 
 class AppLedgerScan:

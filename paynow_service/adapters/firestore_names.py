@@ -16,3 +16,12 @@ WALLET = "wallet"  # users/{uid}/wallet
 WALLET_DOC = "points"  # users/{uid}/wallet/points: the one wallet document
 LEDGER = "ledger"  # users/{uid}/ledger
 SUBSCRIPTIONS = "subscriptions"  # users/{uid}/subscriptions
+
+
+def user_document(path: str, group: str) -> tuple[str, str] | None:
+    """(uid, document id) of a `users/{uid}/{group}/{id}` path; None for any other path (a
+    collection-group scan also meets documents of that name elsewhere)."""
+    parts = path.split("/")
+    if len(parts) == 4 and parts[0] == USERS and parts[2] == group:
+        return parts[1], parts[3]
+    return None

@@ -33,6 +33,7 @@ from paynow_service.adapters.firestore_names import (
     USERS,
     WALLET,
     WALLET_DOC,
+    user_document,
 )
 from paynow_service.adapters.firestore_transactions import FirestoreTransactions
 from paynow_service.adapters.ledger_documents import entry_document
@@ -60,13 +61,6 @@ def _storage_errors(what: str) -> Iterator[None]:
         raise StorageUnavailableError(f"{what}: {type(err).__name__}: {detail}") from err
 
 
-def _user_path(path: str, group: str) -> tuple[str, str] | None:
-    parts = path.split("/")
-    if len(parts) == 4 and parts[0] == USERS and parts[2] == group:
-        return parts[1], parts[3]
-    return None
-
-
 class ReconcileStore:
     def __init__(self, db: firestore.AsyncClient, *, page_size: int, timeout_s: float) -> None:
         self._db = db
@@ -92,7 +86,7 @@ class ReconcileStore:
         start = self._db.document(USERS, after) if after else None
         async for page in self._pages(self._db.collection_group(group), start, f"users/*/{group}"):
             for snap in page:
-                where = _user_path(snap.reference.path, group)
+                where = user_document(snap.reference.path, group)
                 if where is None or where[0] == after:
                     continue  # another collection of that name, or the last user already done
                 yield where[0], where[1], snap.to_dict() or {}

@@ -96,24 +96,15 @@ async def _answer(
             traced_result(span)
             return response
     name, message = status_for(failure)
-    if is_expected(failure):
-        log(
-            logger,
-            logging.WARNING,
-            f"{method} failed",
-            component=COMPONENT,
-            code=name,
-            error_type=type(failure).__name__,
-        )
-    else:
-        log(
-            logger,
-            logging.ERROR,
-            f"{method} not durable - answered {name}",
-            component=COMPONENT,
-            code=name,
-            error_type=type(failure).__name__,
-        )
+    expected = is_expected(failure)
+    log(
+        logger,
+        logging.WARNING if expected else logging.ERROR,
+        f"{method} failed" if expected else f"{method} not durable - answered {name}",
+        component=COMPONENT,
+        code=name,
+        error_type=type(failure).__name__,
+    )
     raise ConnectError(Code[name], message) from None
 
 

@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 
 from google.api_core import exceptions as gexc
@@ -36,37 +33,19 @@ from paynow_service import bootstrap
 from paynow_service.adapters.app_ledger_scan import DEFAULT_PAGE_SIZE
 from paynow_service.config import Settings
 from paynow_service.domain.errors import DomainError
+from paynow_service.entrypoints.progress import Progress
 from paynow_service.service.migrate_orders import Migration
 from paynow_service.service.order_migration import Tally, parse_since
 
 PROGRAM = "paynow-service migrate orders"
 EXIT_FIRESTORE = 1
 EXIT_USAGE = 2
-PROGRESS_EVERY_S = 2.0
-
-
-@dataclass
-class Progress:
-    """A progress line on stderr, at most every `every_s` seconds."""
-
-    every_s: float = PROGRESS_EVERY_S
-    clock: Callable[[], float] = time.monotonic
-    _last: float = field(default=0.0)
-
-    def __post_init__(self) -> None:
-        self._last = self.clock()
-
-    def tick(self, tally: Tally) -> None:
-        now = self.clock()
-        if now - self._last >= self.every_s:
-            self._last = now
-            print(f"{PROGRAM}: {tally.progress()}", file=sys.stderr, flush=True)
 
 
 async def migrate_orders(settings: Settings, *, apply: bool, since: datetime | None, page_size: int) -> Tally:
     tally = Tally(apply=apply)
     async with bootstrap.migration_ports(settings, page_size=page_size) as (scan, orders):
-        await Migration(orders, apply, since, tally, say=print).run(scan, Progress().tick)
+        await Migration(orders, apply, since, tally, say=print).run(scan, Progress(PROGRAM).tick)
     return tally
 
 

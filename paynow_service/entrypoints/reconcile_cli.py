@@ -24,9 +24,6 @@ import re
 import resource
 import secrets
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +43,7 @@ from paynow_service.domain.reconcile_report import (
     report_header,
     summary_document,
 )
+from paynow_service.entrypoints.progress import Progress
 from paynow_service.logs import log
 from paynow_service.service.reconcile import Limits, Reconciliation
 
@@ -53,25 +51,8 @@ PROGRAM = "paynow-service reconcile"
 EXIT_DRIFT = 1
 EXIT_USAGE = 2
 EXIT_FIRESTORE = 3
-PROGRESS_EVERY_S = 2.0
 REPORT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 logger = logging.getLogger("paynow_service.reconcile")
-
-
-@dataclass
-class Progress:
-    every_s: float = PROGRESS_EVERY_S
-    clock: Callable[[], float] = time.monotonic
-    _last: float = field(default=0.0)
-
-    def __post_init__(self) -> None:
-        self._last = self.clock()
-
-    def tick(self, tally: RunTally) -> None:
-        now = self.clock()
-        if now - self._last >= self.every_s:
-            self._last = now
-            print(f"{PROGRAM}: {tally.progress()}", file=sys.stderr, flush=True)
 
 
 class _UsageError(Exception):
@@ -117,7 +98,7 @@ async def reconcile(settings: Settings, args: argparse.Namespace) -> tuple[RunTa
             )
             dead_letters = None if args.no_dlq else DeadLetterAge(settings)
             run = Reconciliation(
-                store, sink, dead_letters, limits, lambda: dt.datetime.now(dt.UTC), Progress().tick
+                store, sink, dead_letters, limits, lambda: dt.datetime.now(dt.UTC), Progress(PROGRAM).tick
             )
             if tally.resumed_from:
                 print(f"{PROGRAM}: resuming {tally.report_id} from {tally.resumed_from}", file=sys.stderr)

@@ -174,12 +174,7 @@ class Reconciliation:
     async def _events(self, tally: RunTally) -> None:
         async for page in self.store.events(tally.after):
             now = self.clock()
-            wanted = {event_id: event_entry_ids(data) for event_id, data in page}
-            refs = [(uid, entry_id) for uid, ids in wanted.values() for entry_id in ids]
-            present = await self.store.entries_present(refs)
-            for event_id, data in page:
-                uid, ids = wanted[event_id]
-                seen = {entry_id: (uid, entry_id) in present for entry_id in ids}
+            for event_id, data, seen in await self._with_entries(page, event_entry_ids):
                 for finding in audit_event(event_id, data, seen, now=now, lease_s=self.limits.lease_s):
                     self._add(tally, finding)
                 tally.events += 1
@@ -189,18 +184,29 @@ class Reconciliation:
     async def _orders(self, tally: RunTally) -> None:
         async for page in self.store.orders(tally.after):
             now = self.clock()
-            wanted = {order_id: order_entry_ids(data) for order_id, data in page}
-            refs = [(uid, entry_id) for uid, ids in wanted.values() for entry_id in ids]
-            present = await self.store.entries_present(refs)
-            for order_id, data in page:
-                uid, ids = wanted[order_id]
-                seen = {entry_id: (uid, entry_id) in present for entry_id in ids}
-                limit = self.limits.park_max_hours
+            limit = self.limits.park_max_hours
+            for order_id, data, seen in await self._with_entries(page, order_entry_ids):
                 for finding in audit_order(order_id, data, seen, now=now, park_max_hours=limit):
                     self._add(tally, finding)
                 tally.orders += 1
             tally.after = page[-1][0]
             await self._checkpoint(tally)
+
+    async def _with_entries(
+        self,
+        page: Sequence[tuple[str, dict[str, Any]]],
+        entry_ids: Callable[[Mapping[str, Any]], tuple[str, list[str]]],
+    ) -> list[tuple[str, dict[str, Any], dict[str, bool]]]:
+        """Each document of the page with, for each entry id it names, whether that ledger entry exists
+        (one batched read for the whole page)."""
+        wanted = {key: entry_ids(data) for key, data in page}
+        refs = [(uid, entry_id) for uid, ids in wanted.values() for entry_id in ids]
+        present = await self.store.entries_present(refs)
+        found = []
+        for key, data in page:
+            uid, ids = wanted[key]
+            found.append((key, data, {entry_id: (uid, entry_id) in present for entry_id in ids}))
+        return found
 
     async def _dlq(self, tally: RunTally) -> None:
         if self.dead_letters is None:

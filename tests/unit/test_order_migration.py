@@ -26,7 +26,7 @@ from paynow_service.domain.ledger import Points, Wallet
 from paynow_service.domain.ledger_reader import read_entry
 from paynow_service.domain.ledger_rules import LedgerState, plan, read_set
 from paynow_service.domain.migrated_orders import Verdict, classify, order_document
-from paynow_service.entrypoints.migrate_cli import Progress
+from paynow_service.entrypoints.progress import Progress
 from paynow_service.plugins import get_plugin_manager
 from paynow_service.service.migrate_orders import Migration
 from paynow_service.service.order_disputes import refund_step
@@ -518,7 +518,8 @@ async def run_migration(
 ) -> tuple[Tally, list[str]]:
     tally = Tally(apply=apply)
     lines: list[str] = []
-    await Migration(orders, apply, since, tally, say=lines.append).run(FakeScan(entries), Progress().tick)
+    progress = Progress("paynow-service migrate orders")
+    await Migration(orders, apply, since, tally, say=lines.append).run(FakeScan(entries), progress.tick)
     return tally, lines
 
 
@@ -568,7 +569,7 @@ async def test_since_leaves_older_orders_out_but_remembers_their_user() -> None:
 
 def test_progress_is_printed_at_most_every_two_seconds() -> None:
     now = [0.0]
-    progress = Progress(clock=lambda: now[0])
+    progress = Progress("paynow-service migrate orders", clock=lambda: now[0])
     err = io.StringIO()
     with redirect_stderr(err):
         for step in (0.5, 1.9, 2.1, 3.0, 4.2):
