@@ -64,7 +64,13 @@ def new_report_id(now: dt.datetime) -> str:
 
 
 def peak_rss_mb() -> float:
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
+    """This process's peak RSS in MB. From /proc (VmHWM): Linux keeps `ru_maxrss` across exec, so
+    a run started by a large parent would report the parent's size instead of its own."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+        return round(int(status.split("VmHWM:")[1].split()[0]) / 1024, 1)
+    except (OSError, IndexError, ValueError):
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # kB on Linux
 
 
 async def _start(store: ReconcileStore, args: argparse.Namespace, now: dt.datetime) -> RunTally:
