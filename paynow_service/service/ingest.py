@@ -379,8 +379,20 @@ class IngestService:
         if leased:
             metrics.REDRIVEN.inc()
             return self._queued(event, published)
+        if await self._handled_meanwhile(event.event_id):
+            # The lease was lost to the worker, not to another delivery: it handled the event (this
+            # delivery's copy, published at the same time as the record was read) before the claim.
+            return self._queued(event, published, mark=False, detail="handled by the worker meanwhile")
         self._records.mark_published_soon(event.event_id)
         return IngestResult("duplicate", "none")
+
+    async def _handled_meanwhile(self, event_id: str) -> bool:
+        """True when the record has left `queued` since this delivery read it."""
+        try:
+            current = await self._records.get(event_id)
+        except StorageUnavailableError:
+            return False
+        return current is not None and current.status != "queued"
 
     async def _ignore(self, event: PaymentEvent) -> IngestResult:
         try:

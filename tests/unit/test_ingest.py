@@ -189,6 +189,23 @@ async def test_unexpired_lease_is_left_to_its_holder() -> None:
     assert records.published_marks == ["1"]
 
 
+async def test_a_lease_lost_to_the_worker_is_answered_queued() -> None:
+    """PayNow's retry of an event whose first delivery gave its lease back: this delivery publishes
+    while it reads the record, and the worker handles that copy before the lease claim lands."""
+    ingest, records, publisher, _ = service()
+    records.records["1"] = Record("queued", "h", published_at=None, lease_expired=True)
+
+    async def worker_first(event_id: str, lease_s: int) -> bool:
+        records.records[event_id].status = "failed_terminal"  # the claim's precondition then fails
+        return False
+
+    records.claim_lease = worker_first  # type: ignore[method-assign]
+    result = await ingest.ingest(order_event(), "h")
+    assert (result.outcome, result.durable) == ("queued", True)
+    assert publisher.published == ["1"]
+    assert records.published_marks == []  # handled already: nothing to mark
+
+
 async def test_publish_failure_falls_back_inline() -> None:
     ingest, records, publisher, core = service()
     publisher.fail = True
