@@ -17,6 +17,8 @@ from pathlib import Path
 
 CLI = [sys.executable, "-m", "paynow_service.entrypoints.cli"]
 CLK_TCK = os.sysconf("SC_CLK_TCK")  # the unit of /proc/PID/stat's times
+# Longer than the service's log writer's interval (50 ms) plus a busy machine's scheduling delay.
+LOG_SETTLE_S = 0.25
 # stat's fields 14-17 (utime, stime, cutime, cstime), counted from the state (field 3) after the ")"
 _UTIME, _STIME, _TIMES = 11, 12, slice(11, 15)
 
@@ -75,7 +77,12 @@ class ServiceProcess:
             raise RuntimeError(f"{self.command} did not listen on {self.port}:\n{self.logs()[-3000:]}")
         return self
 
-    def logs(self) -> str:
+    def logs(self, settle_s: float = LOG_SETTLE_S) -> str:
+        """The process's output so far. A running service writes its log lines in batches (every
+        50 ms, paynow_service/log_queue.py): wait `settle_s` first, so that a line logged before this
+        call is in the file."""
+        if self.process.poll() is None and settle_s > 0:
+            time.sleep(settle_s)
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
