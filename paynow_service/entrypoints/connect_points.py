@@ -31,13 +31,12 @@ from paynow_service.entrypoints.points_api import (
     CALLER,
     Authenticator,
     PointsApi,
-    is_expected,
+    answer_failure,
     rpc_span,
     status_for,
     traced_result,
 )
 from paynow_service.gen.paynow.points.v1.points_service_connect import PointsServiceASGIApplication
-from paynow_service.logs import log
 from paynow_service.service.points import PointsCore, PointsLedger
 
 logger = logging.getLogger("paynow_service.connect")
@@ -95,16 +94,7 @@ async def _answer(
         else:
             traced_result(span)
             return response
-    name, message = status_for(failure)
-    expected = is_expected(failure)
-    log(
-        logger,
-        logging.WARNING if expected else logging.ERROR,
-        f"{method} failed" if expected else f"{method} not durable - answered {name}",
-        component=COMPONENT,
-        code=name,
-        error_type=type(failure).__name__,
-    )
+    name, message = answer_failure(logger, COMPONENT, method, failure)
     raise ConnectError(Code[name], message) from None
 
 

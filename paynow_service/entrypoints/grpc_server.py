@@ -36,7 +36,7 @@ from paynow_service.entrypoints.points_api import (
     SERVICE_NAME,
     Authenticator,
     PointsApi,
-    is_expected,
+    answer_failure,
     rpc_span,
     status_for,
     traced_result,
@@ -140,17 +140,8 @@ async def _answer(
             response = await call(request)
         except Exception as exc:  # noqa: BLE001 (every error becomes a status; bugs are logged)
             traced_result(span, exc)
-            name, message = status_for(exc)
-            expected = is_expected(exc)
-            log(
-                logger,
-                logging.WARNING if expected else logging.ERROR,
-                f"{method} failed" if expected else f"{method} not durable - answered {name}",
-                component=COMPONENT,
-                code=name,
-                error_type=type(exc).__name__,
-                processing_ms=round((time.perf_counter() - started) * 1000, 2),
-            )
+            elapsed_ms = round((time.perf_counter() - started) * 1000, 2)
+            name, message = answer_failure(logger, COMPONENT, method, exc, processing_ms=elapsed_ms)
         else:
             traced_result(span)
             return response

@@ -77,6 +77,25 @@ def is_expected(exc: BaseException) -> bool:
     return any(isinstance(exc, error_type) for error_type, _ in STATUS_BY_ERROR)
 
 
+def answer_failure(
+    call_logger: logging.Logger, component: str, method: str, exc: BaseException, **fields: Any
+) -> tuple[str, str]:
+    """Log a failed call once, for gRPC and Connect alike (WARNING when the error is mapped on
+    purpose, ERROR otherwise), and return its (status name, message for the caller)."""
+    name, message = status_for(exc)
+    expected = is_expected(exc)
+    log(
+        call_logger,
+        logging.WARNING if expected else logging.ERROR,
+        f"{method} failed" if expected else f"{method} not durable - answered {name}",
+        component=component,
+        code=name,
+        error_type=type(exc).__name__,
+        **fields,
+    )
+    return name, message
+
+
 def rpc_span(method: str, system: str, headers: Mapping[str, str] | None) -> AbstractContextManager[Span]:
     """The server span of one call (`system`: grpc or connect), a child of the caller's `traceparent`
     (`headers`: the call's metadata, read only when tracing is on)."""
