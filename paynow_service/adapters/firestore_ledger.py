@@ -62,7 +62,7 @@ class FirestoreLedger:
             reads = await self._read(tx, needed)
             return self.write_phase(tx, reads, requests)
 
-        return await self._transactions.run(needed.uids, work)
+        return await self._transactions.run(needed.uids, work, begin_with_first_read=True)
 
     async def read_phase(self, tx: WireTransaction, requests: Sequence[EntryRequest]) -> LedgerReads:
         """Every read the requests need, in one batched call (call before any write of the transaction)."""

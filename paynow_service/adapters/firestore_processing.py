@@ -81,7 +81,8 @@ class FirestoreProcessor:
             return decision
 
         try:
-            return await self._transactions.run(await self._lock_keys(event), work)
+            lock_keys = await self._lock_keys(event)
+            return await self._transactions.run(lock_keys, work, begin_with_first_read=True)
         except LedgerConflictError as err:
             raise InvalidEventError(f"ledger conflict: {err}") from err
 
@@ -169,8 +170,8 @@ class FirestoreProcessor:
             sub_ref = self._db.document(
                 USERS, decision.uid, SUBSCRIPTIONS, event.subscription.subscription_id
             )
-            prev = await sub_ref.get(transaction=tx, timeout=self._timeout)
-            sub_prev = prev.to_dict() if prev.exists else None
+            (prev,) = await tx.read_all([sub_ref])
+            sub_prev = prev.to_dict()
         ledger_reads = await self._ledger.read_phase(tx, decision.entries) if decision.entries else None
         # ---- every read is done; writes only from here ----
         if ledger_reads is not None:

@@ -141,21 +141,43 @@ class FirestoreWire:
         self, names: list[str], deadline_s: float, transaction: bytes = b""
     ) -> dict[str, dict[str, Any] | None]:
         """Each document's data by its full name (None: missing), decoded as the client decodes it."""
-        found: dict[str, dict[str, Any] | None] = {}
         if not names:
-            return found
-        request = _BatchGetRequest(database=self._database, documents=names, transaction=transaction)
+            return {}
+        found, _ = await self._batch_get(names, deadline_s, transaction=transaction)
+        return found
+
+    async def begin_with_read(
+        self, names: list[str], deadline_s: float
+    ) -> tuple[dict[str, dict[str, Any] | None], bytes]:
+        """Begin a read-write transaction with its first read (`new_transaction`): the documents, as
+        `batch_get` gives them, and the new transaction's id. One round trip instead of two."""
+        options = _TransactionOptions(read_write=_TransactionOptions.ReadWrite())
+        found, transaction = await self._batch_get(names, deadline_s, new_transaction=options)
+        if not transaction:  # never so on Firestore or its emulator: a transaction without an id is none
+            raise gexc.ServiceUnavailable("BatchGetDocuments began no transaction")  # type: ignore[no-untyped-call]
+        return found, transaction
+
+    async def _batch_get(
+        self, names: list[str], deadline_s: float, *, transaction: bytes = b"", new_transaction: Any = None
+    ) -> tuple[dict[str, dict[str, Any] | None], bytes]:
+        found: dict[str, dict[str, Any] | None] = {}
+        began = b""
+        request = _BatchGetRequest(
+            database=self._database, documents=names, transaction=transaction, new_transaction=new_transaction
+        )
         stream = self._stub("BatchGetDocuments", _BatchGetRequest, _BatchGetResponse, streaming=True)
         try:
             async for response in stream(request, metadata=self._metadata, timeout=deadline_s):
+                if response.transaction:  # the first response, when it began one
+                    began = response.transaction
                 if response.HasField("found"):
                     doc = response.found
                     found[doc.name] = dict(_helpers.decode_dict(doc.fields, self.db))  # type: ignore[arg-type]
-                else:
+                elif response.missing:
                     found[response.missing] = None
         except grpc.RpcError as err:
             raise gexc.from_grpc_error(err) from err  # type: ignore[no-untyped-call]
-        return found
+        return found, began
 
     async def _send(self, writes: list[Any], deadline_s: float) -> None:
         await self.commit(writes, deadline_s)

@@ -10,7 +10,7 @@ from google.api_core import exceptions as gexc
 from google.cloud import firestore
 
 from paynow_service.adapters.emulators import EmulatorStack
-from paynow_service.adapters.firestore_wire import FirestoreWire, encode_value
+from paynow_service.adapters.firestore_wire import FirestoreWire, _Document, _Write, encode_value
 
 pytestmark = pytest.mark.emulators
 
@@ -65,3 +65,35 @@ async def test_merge_sets_top_level_fields_and_keeps_the_rest(emulators: Emulato
 def test_values_without_a_firestore_form_are_refused(value: object) -> None:
     with pytest.raises(TypeError):
         encode_value(value)
+
+
+
+async def test_a_transaction_begun_by_its_first_read_reads_commits_and_holds_what_it_read(
+    emulators: EmulatorStack,
+) -> None:
+    """`begin_with_read`: the documents and a transaction in one round trip, later reads and the commit
+    in it; two such transactions that read one document cannot both commit a write of it."""
+    db = firestore.AsyncClient(project=emulators.firestore.project)
+    wire = FirestoreWire(db)
+    doc_id, missing = f"tx-{uuid.uuid4().hex}", f"none-{uuid.uuid4().hex}"
+    await db.collection("wireTest").document(doc_id).create({"n": 1})
+    name = wire.name("wireTest", doc_id)
+
+    found, first = await wire.begin_with_read([name, wire.name("wireTest", missing)], 5)
+    assert first
+    assert found == {name: {"n": 1}, wire.name("wireTest", missing): None}
+    assert await wire.batch_get([name], 5, first) == {name: {"n": 1}}  # a later read in it
+    _, second = await wire.begin_with_read([name], 5)
+    assert second and second != first
+
+    outcomes = []
+    for transaction, value in ((first, 2), (second, 3)):
+        doc = _Document(name=name, fields={"n": encode_value(value)})
+        try:
+            await wire.commit([_Write(update=doc)], 10, transaction)
+            outcomes.append(value)
+        except gexc.Aborted:
+            outcomes.append(None)
+    committed = [value for value in outcomes if value is not None]
+    assert len(committed) == 1, outcomes
+    assert (await db.collection("wireTest").document(doc_id).get()).to_dict() == {"n": committed[0]}

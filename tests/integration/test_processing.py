@@ -318,7 +318,7 @@ async def test_refunds_of_one_users_orders_take_that_users_wallet_lock(
     running = peak = 0
     real_run = FirestoreTransactions.run
 
-    async def watched(self: FirestoreTransactions, keys: Any, fn: Any) -> Any:
+    async def watched(self: FirestoreTransactions, keys: Any, fn: Any, **options: Any) -> Any:
         async def work(tx: Any) -> Any:
             nonlocal running, peak
             running += 1
@@ -328,7 +328,7 @@ async def test_refunds_of_one_users_orders_take_that_users_wallet_lock(
             finally:
                 running -= 1
 
-        return await real_run(self, keys, work)
+        return await real_run(self, keys, work, **options)
 
     monkeypatch.setattr(FirestoreTransactions, "run", watched)
     outcomes = await asyncio.gather(*(container.core.process(r, component="test") for r in refunds))

@@ -102,7 +102,9 @@ class OneTransaction:
     def __init__(self, tx: FakeTx) -> None:
         self.tx = tx
 
-    async def run(self, lock_keys: Collection[str], fn: Callable[[FakeTx], Awaitable[Any]]) -> Any:
+    async def run(
+        self, lock_keys: Collection[str], fn: Callable[[FakeTx], Awaitable[Any]], **options: Any
+    ) -> Any:
         return await fn(self.tx)
 
 
