@@ -151,10 +151,11 @@ class EventRecords:
         await self.mark(event_id, flag=FLAG_APP_UNFINISHED, flaggedAt=utcnow())
 
     async def get(self, event_id: str) -> EventRecord | None:
-        snap = await bounded(
-            self._ref(event_id).get(timeout=self._timeout), self._bound, "webhookEvents read"
-        )
-        return EventRecord.from_doc(event_id, snap.to_dict() or {}) if snap.exists else None
+        # A raw read (decoded by the client's own decoder): every redelivery's create meets its record.
+        name = self._wire.name(EVENTS, event_id)
+        found = await bounded(self._wire.batch_get([name], self._timeout), self._bound, "webhookEvents read")
+        data = found.get(name)
+        return EventRecord.from_doc(event_id, data) if data is not None else None
 
     async def claim_lease(self, event_id: str, lease_s: int) -> bool:
         """Take the publish lease of a `queued`, unpublished event whose lease expired.

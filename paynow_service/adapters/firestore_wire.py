@@ -162,9 +162,12 @@ class FirestoreWire:
     ) -> tuple[dict[str, dict[str, Any] | None], bytes]:
         found: dict[str, dict[str, Any] | None] = {}
         began = b""
-        request = _BatchGetRequest(
-            database=self._database, documents=names, transaction=transaction, new_transaction=new_transaction
-        )
+        request = _BatchGetRequest(database=self._database, documents=names)
+        # `transaction` and `new_transaction` are one oneof: an empty one set is an invalid transaction.
+        if transaction:
+            request.transaction = transaction
+        elif new_transaction is not None:
+            request.new_transaction.CopyFrom(new_transaction)
         stream = self._stub("BatchGetDocuments", _BatchGetRequest, _BatchGetResponse, streaming=True)
         try:
             async for response in stream(request, metadata=self._metadata, timeout=deadline_s):

@@ -10,6 +10,7 @@ the messages in hand. SIGTERM stops pulling, lets in-flight messages finish, exi
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import signal
 import threading
@@ -18,33 +19,24 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from types import FrameType
 from typing import Any
 
-from google.api_core import exceptions as gexc
 from google.cloud.pubsub_v1 import SubscriberClient
 from google.cloud.pubsub_v1.subscriber.scheduler import ThreadScheduler
 from google.cloud.pubsub_v1.types import FlowControl
 
 from paynow_service import bootstrap
+from paynow_service.adapters.pubsub_subscriber import SubscriberWire
 from paynow_service.config import Settings
 from paynow_service.entrypoints.message_handler import COMPONENT, MessageHandler
+from paynow_service.entrypoints.ordered_pull import OrderedPull
 from paynow_service.logs import log
 
 logger = logging.getLogger("paynow_service.worker")
 MAX_IN_FLIGHT = 32
 HANDLE_TIMEOUT_S = 120
 LEASE_EXTENSION_S = 20
-RETRY_DELAY_CAP_S = 10
-
-
-def retry_delay_s(delivery_attempt: int | None) -> int:
-    """Seconds a transiently failed message is held back before it comes again (unary mode).
-
-    The emulator ignores the subscription's retry backoff and redelivers a nack at once, so a
-    failure that lasts (a killed worker's transaction keeps its locks for about a minute there)
-    would spend the whole delivery budget in seconds. The worker holds the message back itself:
-    1 s after the first attempt, 1 s more per attempt, at most 10 s, never longer than a real
-    subscription's own minimum backoff (10 s).
-    """
-    return max(1, min(delivery_attempt or 1, RETRY_DELAY_CAP_S))
+# Unary mode: done messages are acknowledged at most this long after they are done.
+ACK_EVERY_S = 0.02
+PULL_WAIT_S = 5.0
 
 
 class _LoopThread:
@@ -187,82 +179,45 @@ def _shut_down(subscriber: SubscriberClient, loop: _LoopThread, container: boots
 def _run_unary(
     settings: Settings, loop: _LoopThread, container: bootstrap.Container, handler: MessageHandler
 ) -> int:
-    """Repeated Pull calls instead of one stream (WORKER_PULL_MODE=unary).
-
-    Each batch is handled with one task per ordering key, a key's messages in order,
-    then acknowledged, or held back for `retry_delay_s` when it failed. Nothing is held
-    between batches, so a killed worker's messages simply come back after their ack
-    deadline.
-    """
-    subscriber = SubscriberClient()
-    path = settings.subscription_path(settings.pubsub_subscription)
-    stopping = _start_pulling(settings, "unary")
+    """Repeated Pull calls instead of one stream (WORKER_PULL_MODE=unary), pipelined on the
+    worker's loop (`ordered_pull.py`): one lane per ordering key, the next Pull as soon as there
+    is room. Nothing is held between runs, so a killed worker's messages simply come back after
+    their ack deadline."""
+    subscriber = SubscriberWire(settings.subscription_path(settings.pubsub_subscription))
+    stop = asyncio.Event()
+    _start_pulling(settings, "unary", on_stop=lambda: loop.loop.call_soon_threadsafe(stop.set))
+    engine = OrderedPull(
+        subscriber,
+        lambda item: _handle_received(handler, item),
+        max_in_flight=MAX_IN_FLIGHT,
+        pull_wait_s=PULL_WAIT_S,
+        ack_every_s=ACK_EVERY_S,
+        handle_timeout_s=HANDLE_TIMEOUT_S,
+    )
     try:
-        while not stopping.is_set():
-            try:
-                response = subscriber.pull(subscription=path, max_messages=MAX_IN_FLIGHT, timeout=5)
-            except gexc.DeadlineExceeded:
-                continue
-            except gexc.GoogleAPIError as err:
-                log(
-                    logger,
-                    logging.WARNING,
-                    "Pull failed - retrying",
-                    component=COMPONENT,
-                    error_type=type(err).__name__,
-                )
-                stopping.wait(1)
-                continue
-            if response.received_messages:
-                done = loop.run(_handle_batch(handler, response.received_messages), timeout=HANDLE_TIMEOUT_S)
-                _settle(subscriber, path, response.received_messages, done)
+        loop.run(engine.run(stop))
     finally:
-        _shut_down(subscriber, loop, container)
+        loop.run(subscriber.aclose(), timeout=10)
+        loop.run(_close(container), timeout=10)
+        loop.stop()
+        log(logger, logging.INFO, "Worker stopped", component=COMPONENT)
     return 0
 
 
-def _settle(subscriber: SubscriberClient, path: str, received: Any, done: list[tuple[str, bool]]) -> None:
-    """Acknowledge what is done; hold back what failed for `retry_delay_s` (not at once: the emulator)."""
-    acks = [ack_id for ack_id, ok in done if ok]
-    if acks:
-        subscriber.acknowledge(subscription=path, ack_ids=acks)
-    failed = {ack_id for ack_id, ok in done if not ok}
-    if failed:
-        # One delay for all of them, the longest: a key's later messages never come back first.
-        attempts = [m.delivery_attempt for m in received if m.ack_id in failed]
-        delay = max(retry_delay_s(a) for a in attempts)
-        subscriber.modify_ack_deadline(subscription=path, ack_ids=sorted(failed), ack_deadline_seconds=delay)
-
-
-async def _handle_batch(handler: MessageHandler, received: Any) -> list[tuple[str, bool]]:
-    lanes: dict[str, list[Any]] = {}
-    for item in received:
-        key = item.message.ordering_key or item.message.message_id
-        lanes.setdefault(key, []).append(item)
-
-    async def lane(items: list[Any]) -> list[tuple[str, bool]]:
-        results: list[tuple[str, bool]] = []
-        for item in items:
-            if results and not results[-1][1]:
-                # An earlier message of this key failed: keep the key's order, let both come back.
-                results.append((item.ack_id, False))
-                continue
-            message = item.message
-            try:
-                outcome = await handler.handle(
-                    message.data,
-                    dict(message.attributes),
-                    message_id=message.message_id,
-                    delivery_attempt=item.delivery_attempt or None,
-                    published_at=message.publish_time,
-                )
-                results.append((item.ack_id, outcome.done))
-            except Exception:  # noqa: BLE001 (it comes back: nack)
-                results.append((item.ack_id, False))
-        return results
-
-    nested = await asyncio.gather(*(lane(items) for items in lanes.values()))
-    return [result for group in nested for result in group]
+async def _handle_received(handler: MessageHandler, item: Any) -> bool:
+    """One ReceivedMessage (raw protobuf) through the core: True when it is done."""
+    message = item.message
+    published_at = (
+        message.publish_time.ToDatetime(tzinfo=dt.UTC) if message.HasField("publish_time") else None
+    )
+    outcome = await handler.handle(
+        message.data,
+        dict(message.attributes),
+        message_id=message.message_id,
+        delivery_attempt=item.delivery_attempt or None,
+        published_at=published_at,
+    )
+    return outcome.done
 
 
 async def _close(container: bootstrap.Container) -> None:

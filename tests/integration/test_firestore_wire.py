@@ -67,7 +67,6 @@ def test_values_without_a_firestore_form_are_refused(value: object) -> None:
         encode_value(value)
 
 
-
 async def test_a_transaction_begun_by_its_first_read_reads_commits_and_holds_what_it_read(
     emulators: EmulatorStack,
 ) -> None:
@@ -78,13 +77,16 @@ async def test_a_transaction_begun_by_its_first_read_reads_commits_and_holds_wha
     doc_id, missing = f"tx-{uuid.uuid4().hex}", f"none-{uuid.uuid4().hex}"
     await db.collection("wireTest").document(doc_id).create({"n": 1})
     name = wire.name("wireTest", doc_id)
+    outside = await wire.batch_get([name, wire.name("wireTest", missing)], 5)  # no transaction at all
+    assert outside == {name: {"n": 1}, wire.name("wireTest", missing): None}
 
     found, first = await wire.begin_with_read([name, wire.name("wireTest", missing)], 5)
     assert first
     assert found == {name: {"n": 1}, wire.name("wireTest", missing): None}
     assert await wire.batch_get([name], 5, first) == {name: {"n": 1}}  # a later read in it
     _, second = await wire.begin_with_read([name], 5)
-    assert second and second != first
+    assert second
+    assert second != first
 
     outcomes = []
     for transaction, value in ((first, 2), (second, 3)):

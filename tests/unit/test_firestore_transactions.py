@@ -22,7 +22,9 @@ def runner(*, bounded: bool = True, **limits: Any) -> FirestoreTransactions:
     """A runner whose attempt runs the work with no transaction (`bounded`: within its time limit)."""
     transactions = FirestoreTransactions(object(), **limits)  # type: ignore[arg-type]
 
-    async def attempt(fn: Callable[[Any], Awaitable[Any]], limit_s: float, begin_with_first_read: bool) -> Any:
+    async def attempt(
+        fn: Callable[[Any], Awaitable[Any]], limit_s: float, begin_with_first_read: bool
+    ) -> Any:
         return await (within(fn(None), limit_s) if bounded else fn(None))
 
     transactions._attempt = attempt  # type: ignore[method-assign]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from paynow_service.entrypoints.pull_worker import RETRY_DELAY_CAP_S, retry_delay_s
+from paynow_service.entrypoints.ordered_pull import RETRY_DELAY_CAP_S, retry_delay_s
 
 
 @pytest.mark.parametrize(
