@@ -142,28 +142,40 @@ class SweepService:
                     f"would publish {record.event_id} {record.event_type} (key {record.ordering_key})"
                 )
                 continue
-            event = await self._records.stored_event(record.event_id)
-            if event is None:
-                log(logger, logging.ERROR, "Stranded event has no stored PaymentEvent", **fields)
+            try:
+                outcome = await self._republish(record.event_id, fields)
+            except TransientError as err:
+                # One record out of reach (its document locked by a transaction, Firestore busy) must
+                # not end the pass for the others: it stays stranded, for the next sweep.
+                log(logger, logging.WARNING, "Stranded event publish failed", reason=err.reason, **fields)
+                outcome = "failed"
+            if outcome == "failed":
                 report.failed += 1
-                continue
-            attempt = await publish_under_lease(self._records, self._publisher, event, self._limits.lease_s)
-            if attempt.status == "leased_elsewhere":
-                continue  # a redelivery or another sweep is publishing it
-            if attempt.status == "failed":
-                log(
-                    logger,
-                    logging.WARNING,
-                    "Stranded event publish failed",
-                    error_type=attempt.error_type,
-                    **fields,
-                )
-                report.failed += 1
-                continue
-            await self._records.mark_published(record.event_id)
-            log(logger, logging.WARNING, "Stranded event re-published", status="queued", **fields)
-            report.done += 1
+            elif outcome == "published":
+                report.done += 1
         return report
+
+    async def _republish(self, event_id: str, fields: dict[str, Any]) -> str:
+        """Publish one stranded event under its lease: "published", "leased_elsewhere" or "failed"."""
+        event = await self._records.stored_event(event_id)
+        if event is None:
+            log(logger, logging.ERROR, "Stranded event has no stored PaymentEvent", **fields)
+            return "failed"
+        attempt = await publish_under_lease(self._records, self._publisher, event, self._limits.lease_s)
+        if attempt.status == "leased_elsewhere":
+            return attempt.status  # a redelivery or another sweep is publishing it
+        if attempt.status == "failed":
+            log(
+                logger,
+                logging.WARNING,
+                "Stranded event publish failed",
+                error_type=attempt.error_type,
+                **fields,
+            )
+            return "failed"
+        await self._records.mark_published(event_id)
+        log(logger, logging.WARNING, "Stranded event re-published", status="queued", **fields)
+        return "published"
 
     async def dead_letter_overdue(self, *, dry_run: bool, limit: int) -> PassReport:
         """Refunds and disputes parked past PARK_MAX_HOURS: dead-lettered (`order_not_credited`), then
