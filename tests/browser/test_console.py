@@ -48,6 +48,10 @@ def test_search_finds_a_webhook_event_and_its_timeline_shows_it_processed(
     event_id, order_id = event["event_id"], event["body"]["id"]
     customer_id = event["body"]["customer"]["id"]
     assert wait_for(lambda: status_of(console, event_id) == "processed", timeout=30)
+    # The webhook marks `publishedAt` in batches (within 0.2 s): the worker may have processed the
+    # event first. The timeline below shows the record once both are written.
+    record = f"webhookEvents/{event_id}"
+    assert wait_for(lambda: (doc(console.project, record) or {}).get("publishedAt") is not None, timeout=10)
 
     page.fill("#q", order_id)
     with page.expect_navigation():
