@@ -7,7 +7,9 @@ a transaction that waits on a contended wallet holds up its own user only (waiti
 slowest message of every batch held up every user: seconds of lag on the emulator, whose lock
 timeout is 2 s).
 
-Done messages are acknowledged in small batches (`ack_every_s`). A message that failed is held
+Pulls go out at most every `pull_every_s` while messages flow, and done messages are
+acknowledged in small batches (`ack_every_s`): every call costs CPU (docs/performance.md),
+so a few messages per call, not a call per message. A message that failed is held
 back for `retry_delay_s` of its attempt (the emulator ignores the subscription's backoff), and
 with it its key's later messages in hand and any that arrive before it comes back: they come
 back after it, in order (each held for its own attempt's delay at least, so none spends its
@@ -74,6 +76,7 @@ class OrderedPull:
         *,
         max_in_flight: int = 32,
         pull_wait_s: float = 5.0,
+        pull_every_s: float = 0.0,
         ack_every_s: float = 0.02,
         handle_timeout_s: float = 120.0,
         call_timeout_s: float = 10.0,
@@ -82,6 +85,7 @@ class OrderedPull:
         self._handle = handle
         self._max = max_in_flight
         self._pull_wait_s = pull_wait_s
+        self._pull_every_s = pull_every_s
         self._ack_every_s = ack_every_s
         self._handle_timeout_s = handle_timeout_s
         self._call_timeout_s = call_timeout_s
@@ -96,6 +100,7 @@ class OrderedPull:
     async def run(self, stopping: asyncio.Event) -> None:
         """Pull and handle until `stopping` is set; then finish what is in hand and settle it."""
         settler = asyncio.create_task(self._settle_every_interval(), name="ack-flusher")
+        last_pull = float("-inf")
         try:
             while not stopping.is_set():
                 room = self._max - self._in_hand
@@ -103,6 +108,14 @@ class OrderedPull:
                     self._room.clear()
                     await _first(self._room.wait(), stopping.wait())
                     continue
+                # Pulls at most every `pull_every_s` while messages flow (an idle Pull waits at the
+                # server): a few messages per call instead of a call per message.
+                pause = last_pull + self._pull_every_s - time.monotonic()
+                if pause > 0:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stopping.wait(), pause)
+                    continue
+                last_pull = time.monotonic()
                 try:
                     received = await self._subscriber.pull(room, self._pull_wait_s)
                 except gexc.DeadlineExceeded:

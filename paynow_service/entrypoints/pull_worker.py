@@ -34,8 +34,10 @@ logger = logging.getLogger("paynow_service.worker")
 MAX_IN_FLIGHT = 32
 HANDLE_TIMEOUT_S = 120
 LEASE_EXTENSION_S = 20
-# Unary mode: done messages are acknowledged at most this long after they are done.
-ACK_EVERY_S = 0.02
+# Unary mode: at most one Pull per PULL_EVERY_S while messages flow, and done messages are
+# acknowledged at most ACK_EVERY_S after they are done (a few messages per call).
+PULL_EVERY_S = 0.05
+ACK_EVERY_S = 0.05
 PULL_WAIT_S = 5.0
 
 
@@ -191,6 +193,7 @@ def _run_unary(
         lambda item: _handle_received(handler, item),
         max_in_flight=MAX_IN_FLIGHT,
         pull_wait_s=PULL_WAIT_S,
+        pull_every_s=PULL_EVERY_S,
         ack_every_s=ACK_EVERY_S,
         handle_timeout_s=HANDLE_TIMEOUT_S,
     )

@@ -175,3 +175,19 @@ async def test_pulls_ask_only_for_the_room_left() -> None:
     stopping.set()
     await asyncio.wait_for(task, 5)
     assert subscriber.pulls[1] == 3
+
+
+async def test_pulls_are_paced_while_messages_flow() -> None:
+    subscriber = FakeSubscriber([[received(str(i), f"u{i}")] for i in range(50)])
+
+    async def handle(item: Received) -> bool:
+        return True
+
+    engine = OrderedPull(subscriber, handle, pull_every_s=0.05, ack_every_s=0.005)
+    stopping = asyncio.Event()
+    task = asyncio.create_task(engine.run(stopping))
+    await asyncio.sleep(0.22)
+    stopping.set()
+    await asyncio.wait_for(task, 5)
+    assert 3 <= len(subscriber.pulls) <= 6  # one at once, then one per 50 ms (not 50 pulls)
+    assert len(subscriber.acked) == len(subscriber.pulls)
