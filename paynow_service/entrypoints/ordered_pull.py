@@ -196,14 +196,7 @@ class OrderedPull:
             async with asyncio.timeout(self._handle_timeout_s):
                 return await self._handle(item)
         except Exception as err:  # noqa: BLE001 (whatever happened, the message must come back)
-            log(
-                logger,
-                logging.ERROR,
-                "Transient failure - will retry",
-                component=COMPONENT,
-                message_id=item.message.message_id,
-                error_type=type(err).__name__,
-            )
+            log_handling_failed(item.message.message_id, err)
             return False
 
     def _hold_back(self, ack_id: str, seconds: int) -> None:
@@ -233,6 +226,18 @@ class OrderedPull:
                 held=sum(len(ids) for ids in held.values()),
                 error_type=type(err).__name__,
             )
+
+
+def log_handling_failed(message_id: str, err: BaseException) -> None:
+    """The line for a message whose handling raised (the core reports its own failures): it comes back."""
+    log(
+        logger,
+        logging.ERROR,
+        "Transient failure - will retry",
+        component=COMPONENT,
+        message_id=message_id,
+        error_type=type(err).__name__,
+    )
 
 
 async def _first(*waits: Awaitable[Any]) -> None:

@@ -27,7 +27,7 @@ from paynow_service import bootstrap
 from paynow_service.adapters.pubsub_subscriber import SubscriberWire
 from paynow_service.config import Settings
 from paynow_service.entrypoints.message_handler import COMPONENT, MessageHandler
-from paynow_service.entrypoints.ordered_pull import OrderedPull
+from paynow_service.entrypoints.ordered_pull import OrderedPull, log_handling_failed
 from paynow_service.logs import log
 
 logger = logging.getLogger("paynow_service.worker")
@@ -90,14 +90,7 @@ def _callback(loop: _LoopThread, handler: MessageHandler) -> Callable[[Any], Non
                 timeout=HANDLE_TIMEOUT_S,
             )
         except Exception as err:  # noqa: BLE001 (whatever happened, the message must come back)
-            log(
-                logger,
-                logging.ERROR,
-                "Transient failure - will retry",
-                component=COMPONENT,
-                message_id=message.message_id,
-                error_type=type(err).__name__,
-            )
+            log_handling_failed(message.message_id, err)
             message.nack()
             return
         if outcome.done:
